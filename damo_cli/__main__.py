@@ -1,0 +1,3 @@
+from damo_cli.cli import main
+
+main()

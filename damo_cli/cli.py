@@ -1,0 +1,84 @@
+"""The `damo` command line: one typed function per verb, whose docstring is its help.
+
+Every verb's errors are `DamoError`s: `main()` prints their one line to stderr and exits non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from damo_cli import __version__
+from damo_cli.commands import media_cmds, models_cmds, system_cmds
+from damo_cli.errors import DamoError, NotImplementedYetError
+
+app = typer.Typer(
+    name="damo",
+    help="Ask questions about your own videos and find the moments you ask for, offline.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"damo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Ask questions about your own videos and find the moments you ask for, offline."""
+
+
+def _later(verb: str, issue: str) -> None:
+    raise NotImplementedYetError(f"'damo {verb}' is not built yet ({issue}); see the README for what works today")
+
+
+@app.command()
+def ask(
+    video: str = typer.Argument(..., help="Video file to ask about."),
+    question: str = typer.Argument(..., help="Question, e.g. 'when does the dog jump?'."),
+) -> None:
+    """Answer a question about a video, with the moment(s) that support the answer. [not built yet]"""
+    _later("ask", "the main-job milestone")
+
+
+@app.command()
+def index(paths: list[str] = typer.Argument(..., help="Videos or folders to index.")) -> None:
+    """Decode, encode and store videos for search; incremental. [not built yet]"""
+    _later("index", "the main-job milestone")
+
+
+@app.command()
+def search(query: str = typer.Argument(..., help="What to look for, e.g. 'someone opens a door'.")) -> None:
+    """Find ranked moments across the indexed library. [not built yet]"""
+    _later("search", "the main-job milestone")
+
+
+@app.command()
+def finetune(folder: str = typer.Argument(..., help="Folder of clips with annotations.jsonl.")) -> None:
+    """Adapt the model to a folder of annotated clips. [not built yet]"""
+    _later("finetune", "the training milestone")
+
+
+app.command("probe")(media_cmds.probe)
+app.command("transcribe")(media_cmds.transcribe)
+app.command("doctor")(system_cmds.doctor)
+app.add_typer(models_cmds.app, name="models")
+
+
+def main() -> None:
+    try:
+        app()
+    except DamoError as err:
+        typer.secho(f"damo: error: {err}", err=True, fg=typer.colors.RED)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("damo: interrupted", err=True)
+        sys.exit(130)

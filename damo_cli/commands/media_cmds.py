@@ -1,0 +1,7 @@
+"""placeholder"""
+def probe() -> None:
+    """Placeholder."""
+
+
+def transcribe() -> None:
+    """Placeholder."""

@@ -1,0 +1,3 @@
+"""placeholder"""
+def doctor() -> None:
+    """Placeholder."""

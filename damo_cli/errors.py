@@ -1,0 +1,59 @@
+"""Typed errors whose message is one line a user can act on; the CLI prints it and exits non-zero."""
+
+from __future__ import annotations
+
+
+class DamoError(Exception):
+    """Base class: `str(err)` is the one line shown to the user."""
+
+    exit_code: int = 1
+
+
+class MediaError(DamoError):
+    """The file cannot be used as media (missing, unreadable, not media, corrupt, no video stream...)."""
+
+    exit_code = 2
+
+
+class MissingPathError(MediaError):
+    pass
+
+
+class NotAFileError(MediaError):
+    pass
+
+
+class PermissionDeniedError(MediaError):
+    pass
+
+
+class EmptyFileError(MediaError):
+    pass
+
+
+class NotMediaError(MediaError):
+    pass
+
+
+class CorruptMediaError(MediaError):
+    pass
+
+
+class NoVideoStreamError(MediaError):
+    pass
+
+
+class ModelError(DamoError):
+    """A model card, a weight file or a backbone is missing, invalid or fails its checksum."""
+
+    exit_code = 3
+
+
+class ChecksumError(ModelError):
+    pass
+
+
+class NotImplementedYetError(DamoError):
+    """A CLI verb that a later milestone builds."""
+
+    exit_code = 4
