@@ -5,7 +5,9 @@ Every verb's errors are `DamoError`s: `main()` prints their one line to stderr a
 
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 
 import typer
 
@@ -45,25 +47,25 @@ def ask(
     video: str = typer.Argument(..., help="Video file to ask about."),
     question: str = typer.Argument(..., help="Question, e.g. 'when does the dog jump?'."),
 ) -> None:
-    """Answer a question about a video, with the moment(s) that support the answer. [not built yet]"""
+    """Answer a question about a video, with the moment(s) that support the answer. (not built yet)"""
     _later("ask", "the main-job milestone")
 
 
 @app.command()
 def index(paths: list[str] = typer.Argument(..., help="Videos or folders to index.")) -> None:
-    """Decode, encode and store videos for search; incremental. [not built yet]"""
+    """Decode, encode and store videos for search; incremental. (not built yet)"""
     _later("index", "the main-job milestone")
 
 
 @app.command()
 def search(query: str = typer.Argument(..., help="What to look for, e.g. 'someone opens a door'.")) -> None:
-    """Find ranked moments across the indexed library. [not built yet]"""
+    """Find ranked moments across the indexed library. (not built yet)"""
     _later("search", "the main-job milestone")
 
 
 @app.command()
 def finetune(folder: str = typer.Argument(..., help="Folder of clips with annotations.jsonl.")) -> None:
-    """Adapt the model to a folder of annotated clips. [not built yet]"""
+    """Adapt the model to a folder of annotated clips. (not built yet)"""
     _later("finetune", "the training milestone")
 
 
@@ -73,7 +75,17 @@ app.command("doctor")(system_cmds.doctor)
 app.add_typer(models_cmds.app, name="models")
 
 
+def _quiet_libraries() -> None:
+    """Library progress bars and warnings are noise on a CLI; damo shows its own progress."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
 def main() -> None:
+    _quiet_libraries()
     try:
         app()
     except DamoError as err:

