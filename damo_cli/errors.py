@@ -53,6 +53,12 @@ class ChecksumError(ModelError):
     pass
 
 
+class EvaluationError(DamoError):
+    """Ground truth or predictions cannot be evaluated (missing file, bad line, qids that do not match)."""
+
+    exit_code = 5
+
+
 class NotImplementedYetError(DamoError):
     """A CLI verb that a later milestone builds."""
 

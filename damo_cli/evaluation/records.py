@@ -26,16 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from damo_cli.errors import DamoError
+from damo_cli.errors import EvaluationError
 
 CLIP_SECONDS = 2.0  # QVHighlights saliency clips are 2 s long; clip i covers [2i, 2i + 2)
 PARSER_NAME = "damo_cli.timestamps.parse_moments"
-
-
-class EvaluationError(DamoError):
-    """Ground truth or predictions cannot be evaluated (missing file, bad line, qids that do not match)."""
-
-    exit_code = 5
 
 
 @dataclass(frozen=True)
