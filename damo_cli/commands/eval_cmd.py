@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from damo_cli.evaluation.report import EvalReport, headline, run_evaluation
+if TYPE_CHECKING:  # numpy-heavy; imported when the verb runs so `damo --help` stays fast
+    from damo_cli.evaluation.report import EvalReport
 
 
 class DatasetChoice(StrEnum):
@@ -45,6 +47,8 @@ def evaluate(
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also score the trivial baselines."),
 ) -> None:
     """Score predictions against ground truth (R1@m, mIoU; QVHighlights mAP/HIT@1), beside trivial baselines."""
+    from damo_cli.evaluation.report import run_evaluation
+
     report = run_evaluation(predictions, gt, dataset.value, seed=seed, strict=strict, with_baselines=baselines)
     if json_output:
         typer.echo(json.dumps(report.to_json(), indent=2))
@@ -61,6 +65,8 @@ def render(report: EvalReport, console: Console) -> None:
     table.add_column("model", justify="right", style="bold")
     for name in names:
         table.add_column(name, justify="right", style="dim")
+    from damo_cli.evaluation.report import headline
+
     base = {name: headline(m) for name, m in report.baselines.items()}
     for key, value in report.headline().items():
         table.add_row(key, f"{value:.2f}", *(_fmt(base[n].get(key)) for n in names))
