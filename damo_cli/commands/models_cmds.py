@@ -66,3 +66,72 @@ def prepare(
         with console.status(f"loading {role} backbone"):
             loader.load_backbone(card, role, resolved)
         typer.echo(f"{role:<7} ready in {time.perf_counter() - start:.2f} s")
+
+
+@app.command("info")
+def info(
+    name: str = typer.Argument(..., help="Model card name (damo-tiny, damo-base, damo-7b) or path to a card TOML."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Show a card: backbones, DaMO architecture and parameter counts (counted on the meta device, no download)."""
+    from damo_cli.cards import load_card
+    from damo_cli.model.config import DamoConfig
+    from damo_cli.model.params import count_parameters
+
+    card = load_card(name)
+    config = DamoConfig.from_card(card)
+    report = count_parameters(card)
+    backbones = {
+        role: {
+            "kind": spec.kind,
+            "source": spec.source,
+            "repo": spec.repo,
+            "sizes": {k: v for k, v in spec.params.items() if not isinstance(v, dict)},
+            "files": {
+                key: {"distribution": f.distribution, "path": f.path, "sha256": f.sha256}
+                for key, f in spec.files.items()
+            },
+            "assembled": {key: {"parts": list(a.parts), "sha256": a.sha256} for key, a in spec.assembled.items()},
+        }
+        for role, spec in card.backbones.items()
+    }
+    payload = {
+        "name": card.name,
+        "description": card.description,
+        "offline": card.offline,
+        "card_path": str(card.path),
+        "backbones": backbones,
+        "model": config.to_dict(),
+        "config_fingerprint": config.fingerprint(),
+        "parameters": report.to_dict(),
+    }
+    if json_output:
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    console = Console()
+    console.print(f"[bold]{card.name}[/]: {card.description}")
+    table = Table(title="backbones")
+    for column in ("role", "kind", "source", "weights"):
+        table.add_column(column)
+    for role, spec in card.backbones.items():
+        table.add_row(role, spec.kind, spec.source, spec.repo or ", ".join(f.distribution for f in spec.files.values()))
+    console.print(table)
+    arch = Table(title="DaMO architecture")
+    arch.add_column("setting")
+    arch.add_column("value")
+    for key in ("width", "blocks", "heads", "visual_pool_grid", "audio_tokens_per_window", "conv_kernel",
+                "conv_stride", "conv_groups", "visual_queries", "audio_queries", "fusion_tokens", "prompt_tokens",
+                "qformer_layers"):  # fmt: skip
+        arch.add_row(key, str(getattr(config, key)))
+    arch.add_row("lora r / alpha", f"{config.lora.r} / {config.lora.alpha}")
+    console.print(arch)
+    counts = Table(title="parameters (meta device)")
+    counts.add_column("component")
+    counts.add_column("count", justify="right")
+    for component, count in report.components.items():
+        counts.add_row(component, f"{count:,}")
+    counts.add_row("[bold]total[/]", f"[bold]{report.total:,}[/]")
+    counts.add_row("video LLM (without text tower)", f"{report.video_llm_total:,}")
+    for stage, count in report.trainable_by_stage.items():
+        counts.add_row(f"trainable in stage {stage}", f"{count:,}")
+    console.print(counts)
