@@ -9,7 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Model cards: list them, show one, prepare derived weights.", no_args_is_help=True)
+app = typer.Typer(help="Model cards: list them, show one, prepare derived weights.")
+
+
+@app.callback(invoke_without_command=True)
+def _models(ctx: typer.Context) -> None:
+    """Model cards: list them (the default), show one, prepare derived weights."""
+    if ctx.invoked_subcommand is None:
+        list_models(json_output=False)
 
 
 @app.command("list")
