@@ -134,3 +134,17 @@ def test_llm_accepts_inputs_embeds_like_the_damo_soft_prompt_will(card):
         by_embeds = model(inputs_embeds=embeds).logits[0, -1]
     assert torch.allclose(by_ids, by_embeds, atol=1e-4)
     assert "Paris" in tokenizer.decode(by_embeds.argmax())
+
+
+def test_minilm_matches_sentence_transformers(card):
+    # Parity with the reference implementation we replaced (it costs seconds of imports per command).
+    pytest.importorskip("sentence_transformers")
+    from sentence_transformers import SentenceTransformer
+
+    from damo_cli.encoders.weights import packaged_file
+
+    texts = ["someone opens a door", "a red circle appears on the screen", "x" * 2000]  # the last one is truncated
+    ours = load_backbone(card, "text").encode(texts)
+    folder = packaged_file(card.backbone("text").files["model.safetensors"]).parent
+    reference = SentenceTransformer(str(folder), device="cpu").encode(texts, normalize_embeddings=True)
+    assert np.allclose(ours, reference, atol=1e-5)
