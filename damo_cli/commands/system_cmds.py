@@ -15,7 +15,7 @@ from rich.table import Table
 
 # Libraries whose versions matter for reproducing results; reported by `damo doctor`.
 KEY_PACKAGES = (
-    "torch", "transformers", "peft", "accelerate", "safetensors", "sentence-transformers", "ctranslate2",
+    "torch", "transformers", "peft", "accelerate", "safetensors", "ctranslate2",
     "faster-whisper", "decord", "av", "soundfile", "faiss-cpu", "numpy", "typer", "rich",
 )  # fmt: skip
 
