@@ -1,0 +1,11 @@
+"""The data sub-package's typed error: one line a user can act on, printed by the CLI without a traceback."""
+
+from __future__ import annotations
+
+from damo_cli.errors import DamoError
+
+
+class DataError(DamoError):
+    """Training data cannot be built, fetched, read or converted (missing footage, bad annotation line...)."""
+
+    exit_code = 6
