@@ -458,3 +458,26 @@ def test_models_info_cli_json() -> None:
     assert payload["name"] == "damo-7b" and payload["model"]["width"] == 768
     assert 7.5e9 < payload["parameters"]["video_llm_total"] < 8.0e9
     assert set(payload["parameters"]["trainable_by_stage"]) == {"1", "2", "3", "4"}
+
+
+def test_features_from_encoder_outputs() -> None:
+    """Repeated frame timestamps are kept once; an audio window's `valid` leading states are the real ones."""
+    config = tiny_config()
+
+    @dataclasses.dataclass
+    class Window:
+        start: float
+        states: torch.Tensor
+        valid: int
+
+    global_, local = torch.randn(5, config.visual_dim), torch.randn(5, config.visual_grid**2, config.visual_dim)
+    windows = [Window(0.0, torch.randn(60, config.audio_dim), 60), Window(30.0, torch.randn(60, config.audio_dim), 14)]
+    clip = ClipFeatures.from_encoders(global_, local, [0.0, 0.5, 0.5, 1.0, 1.5], windows)
+    assert clip.frame_times.tolist() == [[0.0, 0.5, 1.0, 1.5]]
+    assert torch.equal(clip.visual_global[0], global_[[0, 1, 3, 4]])
+    assert clip.audio_mask is not None and clip.audio_mask.sum(-1).tolist() == [[60, 14]]
+    assert clip.audio_starts is not None and clip.audio_starts.tolist() == [[0.0, 30.0]]
+    no_audio = ClipFeatures.from_encoders(global_, local, [0.0, 0.5, 0.6, 1.0, 1.5])
+    assert no_audio.audio_states is None
+    with torch.no_grad():
+        assert build(config).fuse(clip).step_mask.shape == (1, 2)

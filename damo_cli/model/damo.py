@@ -126,6 +126,35 @@ class ClipFeatures:
         if bool(((self.frame_times[:, 1:] <= self.frame_times[:, :-1]) & real_pairs).any()):
             raise DamoError("frame times must increase (frames in time order)")
 
+    @classmethod
+    def from_encoders(
+        cls,
+        visual_global: Tensor,  # (N, Dv)
+        visual_local: Tensor,  # (N, Lv, Dv)
+        frame_times: Any,  # (N,) seconds (array-like)
+        audio_windows: Sequence[Any] = (),  # objects with .start (s), .states (S, Da) array, .valid (leading real)
+    ) -> ClipFeatures:
+        """One video (B = 1) from the frozen encoders' outputs. Frames sharing a timestamp (a video sampled faster
+        than its frame rate repeats frames) are kept once; no audio windows means no audio track."""
+        times = torch.as_tensor(frame_times, dtype=torch.float32)
+        keep = torch.ones_like(times, dtype=torch.bool)
+        keep[1:] = times[1:] > times[:-1]
+        audio_states = audio_mask = audio_starts = None
+        if len(audio_windows):
+            audio_states = torch.stack([torch.as_tensor(w.states, dtype=torch.float32) for w in audio_windows])[None]
+            states = audio_states.shape[2]
+            valid = torch.tensor([int(w.valid) for w in audio_windows])
+            audio_mask = (torch.arange(states)[None, :] < valid[:, None])[None]  # (1, W, S)
+            audio_starts = torch.tensor([[float(w.start) for w in audio_windows]])
+        return cls(
+            visual_global=visual_global[keep][None].float(),
+            visual_local=visual_local[keep][None].float(),
+            frame_times=times[keep][None],
+            audio_states=audio_states,
+            audio_mask=audio_mask,
+            audio_starts=audio_starts,
+        )
+
     @property
     def batch_size(self) -> int:
         return self.visual_global.shape[0]
