@@ -59,6 +59,12 @@ class EvaluationError(DamoError):
     exit_code = 5
 
 
+class StoreError(DamoError):
+    """The library store cannot be used: held by another writer, damaged, or from a newer damo."""
+
+    exit_code = 6
+
+
 class NotImplementedYetError(DamoError):
     """A CLI verb that a later milestone builds."""
 
