@@ -481,3 +481,23 @@ def test_features_from_encoder_outputs() -> None:
     assert no_audio.audio_states is None
     with torch.no_grad():
         assert build(config).fuse(clip).step_mask.shape == (1, 2)
+
+
+def test_bfloat16_weights_keep_times_exact() -> None:
+    """Large cards run in bfloat16 on GPUs: times are computed in float64 and never rounded to the weights' dtype."""
+    config = tiny_config()
+    model = build(config)
+    clip = random_features(config, 10, audio_seconds=8.0, start=3600.0, seed=10)
+    assert clip.audio_states is not None
+    half = dataclasses.replace(
+        clip,
+        visual_global=clip.visual_global.bfloat16(),
+        visual_local=clip.visual_local.bfloat16(),
+        audio_states=clip.audio_states.bfloat16(),
+    )
+    with torch.no_grad():
+        full = model.fuse(clip)
+        low = model.to(torch.bfloat16).fuse(half)
+    assert low.step_embeddings.dtype == torch.bfloat16
+    assert torch.equal(low.step_times, full.step_times) and low.step_times[0, 0] == 3601.0
+    assert (low.step_embeddings.float() - full.step_embeddings).abs().max() < 0.05

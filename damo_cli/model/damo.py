@@ -268,19 +268,30 @@ class TimeEmbedding(nn.Module):
 
     def __init__(self, width: int, min_period: float, max_period: float) -> None:
         super().__init__()
-        periods = torch.logspace(math.log10(min_period), math.log10(max_period), width // 2, dtype=torch.float64)
-        self.register_buffer("frequencies", 2 * math.pi / periods, persistent=False)  # (d/2,) float64
+        self.width, self.min_period, self.max_period = width, min_period, max_period
         self.mlp = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
         nn.init.zeros_(self.mlp[2].weight)
         nn.init.zeros_(self.mlp[2].bias)
 
     def sinusoids(self, seconds: Tensor) -> Tensor:
-        angles = seconds.to(torch.float64)[..., None] * self.frequencies  # (..., d/2)
-        return torch.cat([angles.sin(), angles.cos()], dim=-1).to(self.mlp[0].weight.dtype)  # (..., d)
+        # float64 (on the CPU where a device has none, e.g. MPS), not a buffer: `model.to(bfloat16)` cannot round it
+        work = seconds.detach().to(_precise_device(seconds), torch.float64)
+        periods = torch.logspace(
+            math.log10(self.min_period), math.log10(self.max_period), self.width // 2, dtype=torch.float64,
+            device=work.device,
+        )  # fmt: skip
+        angles = work[..., None] * (2 * math.pi / periods)  # (..., d/2)
+        fixed = torch.cat([angles.sin(), angles.cos()], dim=-1)  # (..., d)
+        return fixed.to(device=seconds.device, dtype=self.mlp[0].weight.dtype)
 
     def forward(self, seconds: Tensor) -> Tensor:
         fixed = self.sinusoids(seconds)
         return fixed + self.mlp(fixed)
+
+
+def _precise_device(x: Tensor) -> torch.device:
+    """Where float64 time arithmetic can run: the tensor's device, or the CPU for devices without float64 (MPS)."""
+    return torch.device("cpu") if x.device.type == "mps" else x.device
 
 
 class Attention(nn.Module):
@@ -345,8 +356,9 @@ def adaptive_pool_bins(length: int, bins: int) -> Tensor:
 def state_centres(starts: Tensor, states: int, window_seconds: float) -> Tensor:
     """(B, W) window starts -> (B, W, S) centre time of every encoder state."""
     step = window_seconds / states
-    offsets = (torch.arange(states, device=starts.device, dtype=torch.float64) + 0.5) * step
-    return starts.to(torch.float64)[..., None] + offsets
+    device = _precise_device(starts)
+    offsets = (torch.arange(states, device=device, dtype=torch.float64) + 0.5) * step
+    return starts.to(device, torch.float64)[..., None] + offsets
 
 
 class AudioResidual(nn.Module):
@@ -373,14 +385,14 @@ class AudioResidual(nn.Module):
         token_mask = counts > 0  # (B, W, La)
         # times: mean centre of a token's real states; span: from its first real state's start to its last's end
         centres = state_centres(starts, self.states, self.window_seconds)  # (B, W, S) float64
-        in_bin = self.bins.bool()[None, None] & mask[:, :, None, :]  # (B, W, La, S)
-        bin_centres = centres[:, :, None, :].expand(in_bin.shape)
-        times = torch.where(in_bin, bin_centres, 0.0).sum(-1) / counts.to(torch.float64).clamp_min(1.0)
+        in_bin = self.bins.bool().to(centres.device)[None, None] & mask.to(centres.device)[:, :, None, :]
+        bin_centres = centres[:, :, None, :].expand(in_bin.shape)  # (B, W, La, S)
+        times = torch.where(in_bin, bin_centres, 0.0).sum(-1) / in_bin.sum(-1).clamp_min(1)
         half = self.window_seconds / self.states / 2
         first = torch.where(in_bin, bin_centres, math.inf).amin(-1) - half
         last = torch.where(in_bin, bin_centres, -math.inf).amax(-1) + half
-        spans = torch.stack([first, last], -1).where(token_mask[..., None], 0.0)  # (B, W, La, 2)
-        return tokens, token_mask, times.float(), spans.float()
+        spans = torch.stack([first, last], -1).where(in_bin.any(-1)[..., None], 0.0)  # (B, W, La, 2)
+        return tokens, token_mask, times.to(states.device, torch.float32), spans.to(states.device, torch.float32)
 
 
 # ======================================================================================== 2. temporal pathway
@@ -520,7 +532,8 @@ class PerTimeHead(nn.Module):
         overlap = (
             torch.minimum(step_spans[:, :, None, 1], audio_spans[:, None, :, 1])
             - torch.maximum(step_spans[:, :, None, 0], audio_spans[:, None, :, 0])
-        ).clamp_min(0.0) * audio_mask[:, None, :].to(audio.dtype)  # (B, T', Na) seconds of overlap
+        ).clamp_min(0.0) * audio_mask[:, None, :]  # (B, T', Na) seconds of overlap
+        overlap = overlap.to(audio.dtype)
         total = overlap.sum(-1, keepdim=True)
         heard = overlap @ audio / total.clamp_min(1e-6)  # (B, T', d); zero rows where no audio overlaps
         return self.step_norm(visual.mean(dim=2) + heard)  # (B, T', d)
