@@ -177,7 +177,8 @@ class ClipFeatures:
                 audio_states = self.audio_states[:, near]
                 audio_starts = self.audio_starts[:, near]
                 state_times = state_centres(audio_starts, audio_states.shape[2], audio_window_seconds)  # (1, W, S)
-                audio_mask = self.audio_mask[:, near] & (state_times >= start) & (state_times < end)
+                inside = ((state_times >= start) & (state_times < end)).to(self.audio_mask.device)
+                audio_mask = self.audio_mask[:, near] & inside
         return ClipFeatures(
             visual_global=self.visual_global[:, keep],
             visual_local=self.visual_local[:, keep],
@@ -750,8 +751,9 @@ class DamoModel(nn.Module):
         batch, device = clip.batch_size, clip.visual_global.device
         frame_mask = clip.frame_mask
         assert frame_mask is not None
+        dtype = self.visual_residual.local_proj.weight.dtype  # features are cast to the weights' dtype
         # 1. global residual ----------------------------------------------------------------------------
-        visual = self.visual_residual(clip.visual_global, clip.visual_local)  # (B, T, Pv, d)
+        visual = self.visual_residual(clip.visual_global.to(dtype), clip.visual_local.to(dtype))  # (B, T, Pv, d)
         if clip.audio_states is None:  # no track: one placeholder token, masked everywhere, never read
             audio = visual.new_zeros(batch, 1, c.width)  # (B, 1, d)
             audio_mask = torch.zeros(batch, 1, dtype=torch.bool, device=device)
@@ -760,7 +762,7 @@ class DamoModel(nn.Module):
         else:
             assert clip.audio_mask is not None and clip.audio_starts is not None
             audio, audio_mask, audio_times, audio_spans = self.audio_residual(
-                clip.audio_states, clip.audio_mask, clip.audio_starts
+                clip.audio_states.to(dtype), clip.audio_mask, clip.audio_starts
             )  # (B, W, La, d), (B, W, La), (B, W, La), (B, W, La, 2)
             audio, audio_mask = audio.flatten(1, 2), audio_mask.flatten(1, 2)  # (B, Na, d), (B, Na)
             audio_times, audio_spans = audio_times.flatten(1, 2), audio_spans.flatten(1, 2)
