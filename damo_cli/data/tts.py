@@ -37,19 +37,12 @@ _EE_NOT_FOUND = 2
 
 RATE_MIN, RATE_MAX = 80, 450  # words per minute (espeakRATE_MINIMUM / _MAXIMUM)
 
-# English voices checked to load and speak with the wheel's data (`damo_cli.data.tts.working_voices()` re-checks).
-# A voice is a language voice optionally followed by "+variant" (a file in espeak-ng-data/voices/!v).
-BASE_VOICES = (
-    "en-us",
-    "en-gb",
-    "en-gb-scotland",
-    "en-gb-x-rp",
-    "en-gb-x-gbclan",
-    "en-gb-x-gbcwmd",
-    "en-029",
-    "en-us-nyc",
-)
+# English voices that load and speak with the wheel's data (all 104 variants in voices/!v work with each of them;
+# `working_voices()` re-checks on a machine). A voice is a language voice optionally followed by "+variant".
+# espeak-ng names British English plain "en"; "en-gb" is accepted here as an alias for it.
+BASE_VOICES = ("en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "croak")
+_ALIASES = {"en-gb": "en"}
 
 
 class _Event(ctypes.Structure):
@@ -128,8 +121,9 @@ def _synth_fresh(text: str, voice: str, rate: int, pitch: int) -> tuple[np.ndarr
 
     espeak-ng keeps waveform state (phase, pitch flutter, sample counters) in C statics that espeak_Terminate and
     espeak_Initialize do not reset, so the same text comes out a few samples different depending on what was said
-    before. Loading the library, speaking once and unloading it (dlclose) gives every call the same starting state,
-    hence bit-identical audio and labels from a seed. It costs ~10 ms per utterance.
+    before, and it seeds its noise generator from the clock. Loading the library, seeding its generator (and libc's
+    rand(), which it also imports), speaking once and unloading it (dlclose) gives every call the same starting
+    state: bit-identical audio, hence identical labels from a seed. It costs ~10 ms per utterance.
     """
     import _ctypes  # dlclose lives here on POSIX
 
@@ -149,6 +143,7 @@ def _synth_fresh(text: str, voice: str, rate: int, pitch: int) -> tuple[np.ndarr
     callback = _SynthCallback(collect)  # referenced until after dlclose: C must never call a freed thunk
     try:
         _bind(lib)
+        _seed_libc_rand()
         # `path` is the folder that *contains* espeak-ng-data (speak_lib.h)
         native = lib.espeak_Initialize(
             _AUDIO_OUTPUT_SYNCHRONOUS, _BUFLENGTH_MS, str(data_path.parent).encode(), _INITIALIZE_DONT_EXIT
@@ -156,6 +151,13 @@ def _synth_fresh(text: str, voice: str, rate: int, pitch: int) -> tuple[np.ndarr
         if native <= 0:
             raise DataError(f"libespeak-ng failed to initialise with data at {data_path}")
         try:
+            # espeak-ng seeds its own generator (breath noise of variants such as f2/f3/f5) from the clock when it
+            # initialises; a fixed seed after initialisation makes it repeatable
+            set_seed = getattr(lib, "espeak_ng_SetRandSeed", None)
+            if set_seed is not None:
+                set_seed.argtypes = [ctypes.c_long]
+                set_seed.restype = None
+                set_seed(_RAND_SEED)
             lib.espeak_SetSynthCallback(callback)
             if lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
                 raise DataError(f"espeak-ng has no voice {voice!r} (working ones: {', '.join(BASE_VOICES)})")
@@ -178,12 +180,25 @@ def _synth_fresh(text: str, voice: str, rate: int, pitch: int) -> tuple[np.ndarr
 
 
 _LOCK = threading.Lock()
+_RAND_SEED = 20250611  # any constant: what matters is that every utterance starts from the same one
+
+
+def _seed_libc_rand() -> None:
+    """Some variants add breath noise from libc's process-wide rand(), which other libraries in the process
+    (the video decoders) also draw from; re-seeding it before each utterance keeps the samples repeatable."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.srand.argtypes = [ctypes.c_uint]
+        libc.srand.restype = None
+        libc.srand(_RAND_SEED)
+    except (OSError, AttributeError):  # no libc symbols to reach: speech still works, only not bit-identical
+        pass
 
 
 def _check_voice(voice: str) -> None:
     """espeak-ng silently ignores an unknown "+variant"; refuse it instead, so a typo cannot change the voice split."""
     base, _, variant = voice.partition("+")
-    if not base:
+    if not base or base.startswith("-"):
         raise DataError(f"bad voice name {voice!r}")
     if variant:
         _, data_path = _espeak_paths()
@@ -263,8 +278,10 @@ def synthesize_speech(
     if not 0 <= pitch <= 100:
         raise DataError(f"speech pitch must be 0-100, got {pitch}")
     _check_voice(voice)
+    base, plus, variant = voice.partition("+")
+    engine_voice = _ALIASES.get(base.lower(), base) + plus + variant
     with _LOCK:  # one engine per process: calls must not interleave
-        raw, native = _synth_fresh(text, voice, rate, pitch)
+        raw, native = _synth_fresh(text, engine_voice, rate, pitch)
     samples = raw.astype(np.float32) / 32768.0
     samples = resample(samples, native, sample_rate)
     samples = np.clip(samples, -1.0, 1.0)
