@@ -29,6 +29,7 @@ from damo_cli.store.moments import DEFAULT_MARGIN, Moment, merge_hits
 LOCK_NAME = "library.lock"
 VECTORS_DIR = "vectors"
 SNIPPET_CHARS = 240
+RACY_WINDOW_NS = 3_000_000_000  # see _trusted_mtime
 _VECTOR_DTYPE = np.dtype("<f2")  # half the disk of float32; cosine ranking does not notice the rounding
 _DB_FILES = ("", "-wal", "-shm")  # the database and SQLite's companions, moved together
 
@@ -49,6 +50,7 @@ class VideoEntry:
     mtime_ns: int
     duration: float
     has_audio: bool
+    seen_ns: int | None = None  # when size and mtime were read (time.time_ns()); None: at add time
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,6 +108,7 @@ class Lookup:
     fingerprint: str
     size: int
     mtime_ns: int
+    seen_ns: int  # when size and mtime were read
     video_id: int | None = None  # the stored row, for every status but "new" and "changed"
     previous_path: Path | None = None  # "moved" / "copied": where its moments came from
     reason: str = ""  # "changed": "content changed" or "model changed"
@@ -116,7 +119,9 @@ class Lookup:
 
     def entry(self, *, duration: float, has_audio: bool) -> VideoEntry:
         """The VideoEntry to pass to `Writer.add_video` (size and mtime as seen at lookup time)."""
-        return VideoEntry(self.path, self.content_key, self.fingerprint, self.size, self.mtime_ns, duration, has_audio)
+        return VideoEntry(
+            self.path, self.content_key, self.fingerprint, self.size, self.mtime_ns, duration, has_audio, self.seen_ns
+        )
 
 
 @dataclass(frozen=True)
@@ -575,32 +580,39 @@ class Library:
         """Transcript lines matching any word of `query`, best first (channel "transcript").
 
         With FTS5: BM25 ranking (score = -bm25, higher is better), English stemming ("opens" finds "open").
-        Without: the number of query words each line contains, case-insensitive.
+        Without: the number of query words each line contains as whole words, case-insensitive.
         """
         words = [w for w in re.findall(r"\w+", query.lower()) if w]
         if not words or k <= 0:
             return []
         clause, args = _path_clause(path_filter) if path_filter else ("1", [])
-        if self._full_text:
-            match = " OR ".join(f'"{w}"' for w in words)  # quoted: user text never becomes FTS syntax
-            sql = (
-                "SELECT t.video_id, v.path, t.start_s, t.end_s, -bm25(transcripts_fts), t.text "
-                "FROM transcripts_fts JOIN transcripts t ON t.id = transcripts_fts.rowid "
-                f"JOIN videos v ON v.id = t.video_id WHERE transcripts_fts MATCH ? AND {clause} "
-                "ORDER BY bm25(transcripts_fts), t.video_id, t.start_s LIMIT ?"
-            )
-            params: list = [match, *args, k]
-        else:
-            hits = " + ".join("(instr(lower(t.text), ?) > 0)" for _ in words)
-            sql = (
-                f"SELECT t.video_id, v.path, t.start_s, t.end_s, ({hits}) AS score, t.text "
-                f"FROM transcripts t JOIN videos v ON v.id = t.video_id WHERE score > 0 AND {clause} "
-                "ORDER BY score DESC, t.video_id, t.start_s LIMIT ?"
-            )
-            params = [*words, *args, k]
+        if not self._full_text:
+            return self._scan_transcripts(set(words), k, clause, args)
+        match = " OR ".join(f'"{w}"' for w in words)  # quoted: user text never becomes FTS syntax
+        sql = (
+            "SELECT t.video_id, v.path, t.start_s, t.end_s, -bm25(transcripts_fts), t.text "
+            "FROM transcripts_fts JOIN transcripts t ON t.id = transcripts_fts.rowid "
+            f"JOIN videos v ON v.id = t.video_id WHERE transcripts_fts MATCH ? AND {clause} "
+            "ORDER BY bm25(transcripts_fts), t.video_id, t.start_s LIMIT ?"
+        )
         with self._guard():
-            rows = self._conn.execute(sql, params).fetchall()
+            rows = self._conn.execute(sql, [match, *args, k]).fetchall()
         return [Moment(vid, Path(p), s, e, float(score), "transcript", 1, text) for vid, p, s, e, score, text in rows]
+
+    def _scan_transcripts(self, words: set[str], k: int, clause: str, args: list) -> list[Moment]:
+        """Without FTS5: read every line and count the query words it contains as whole words (slow, but exact)."""
+        sql = (
+            "SELECT t.video_id, v.path, t.start_s, t.end_s, t.text FROM transcripts t "
+            f"JOIN videos v ON v.id = t.video_id WHERE {clause}"
+        )
+        scored = []
+        with self._guard():
+            for vid, path, start, end, text in self._conn.execute(sql, args):
+                score = len(words & set(re.findall(r"\w+", text.lower())))
+                if score:
+                    scored.append(Moment(vid, Path(path), start, end, float(score), "transcript", 1, text))
+        scored.sort(key=lambda m: (-m.score, m.video_id, m.start))
+        return scored[:k]
 
 
 # ------------------------------------------------------------------------------------------------------- writer
@@ -621,7 +633,8 @@ class Writer:
         """Decide what to do with a file, and do the cheap part at once.
 
         - "unchanged": stored with this model and the same content; nothing to do. Size and mtime equal to the
-          stored ones skip hashing (microseconds); otherwise the content key decides (and the new mtime is noted).
+          stored ones skip hashing (microseconds; an mtime younger than 3 s is never trusted, see
+          `_trusted_mtime`); otherwise the content key decides (and the new mtime is noted).
         - "moved": the same content with this model is stored under a path that no longer exists: the row now
           points here (recorded now, nothing to encode).
         - "copied": the same content is stored under a path that still exists: its moments and transcript are
@@ -634,12 +647,14 @@ class Writer:
         lib = self._lib
         path = _canonical(path)
         st = path.stat()
+        seen = time.time_ns()
+        mtime = _trusted_mtime(st.st_mtime_ns, seen)
         with lib._guard():
             row = lib._conn.execute(f"SELECT {_VIDEO_COLUMNS} FROM videos WHERE path = ?", (str(path),)).fetchone()
         here = _video_row(row) if row else None
 
         def result(status: Status, key: str, **kw: object) -> Lookup:
-            return Lookup(status, path, key, fingerprint, st.st_size, st.st_mtime_ns, **kw)  # type: ignore[arg-type]
+            return Lookup(status, path, key, fingerprint, st.st_size, st.st_mtime_ns, seen, **kw)  # type: ignore[arg-type]
 
         if here and here.fingerprint == fingerprint and (here.size, here.mtime_ns) == (st.st_size, st.st_mtime_ns):
             return result("unchanged", here.content_key, video_id=here.id)
@@ -648,9 +663,7 @@ class Writer:
         if here and here.content_key == key:
             if here.fingerprint == fingerprint:
                 with lib._transaction() as conn:  # touched but not changed: remember the new mtime
-                    conn.execute(
-                        "UPDATE videos SET size = ?, mtime_ns = ? WHERE id = ?", (st.st_size, st.st_mtime_ns, here.id)
-                    )
+                    conn.execute("UPDATE videos SET size = ?, mtime_ns = ? WHERE id = ?", (st.st_size, mtime, here.id))
                 return result("unchanged", key, video_id=here.id)
             return result("changed", key, reason="model changed")
 
@@ -670,11 +683,11 @@ class Writer:
                 if gone:
                     conn.execute(
                         "UPDATE videos SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
-                        (str(path), st.st_size, st.st_mtime_ns, source.id),
+                        (str(path), st.st_size, mtime, source.id),
                     )
                     new_id = source.id
                 else:
-                    new_id = _copy_video(conn, source.id, path, st.st_size, st.st_mtime_ns)
+                    new_id = _copy_video(conn, source.id, path, st.st_size, mtime)
                 conn.execute("DELETE FROM failures WHERE path = ?", (str(path),))
             status: Status = "moved" if gone else "copied"
             return result(status, key, video_id=new_id, previous_path=source.path)
@@ -705,6 +718,7 @@ class Writer:
             blobs = [row.tobytes() for row in vectors.normalise(m.vectors).astype(_VECTOR_DTYPE)]
             encoded.append((m, blobs))
         path = str(_canonical(entry.path))
+        mtime = _trusted_mtime(int(entry.mtime_ns), entry.seen_ns if entry.seen_ns is not None else time.time_ns())
         n_total = sum(len(m) for m in sets)
         with self._lib._transaction() as conn:
             old = conn.execute("SELECT id FROM videos WHERE path = ?", (path,)).fetchone()
@@ -721,7 +735,7 @@ class Writer:
                     entry.content_key,
                     entry.fingerprint,
                     int(entry.size),
-                    int(entry.mtime_ns),
+                    mtime,
                     float(entry.duration),
                     int(bool(entry.has_audio)),
                     n_total,
@@ -786,6 +800,16 @@ class Writer:
 
 
 # ---------------------------------------------------------------------------------------------------- internals
+
+
+def _trusted_mtime(mtime_ns: int, seen_ns: int) -> int:
+    """The mtime to store for the no-hash shortcut, or -1 ("hash it next time") when it is too recent to trust.
+
+    File systems stamp mtimes with a coarse clock (a few ms on Linux, 2 s on FAT): a file modified again within
+    the same tick after we read its mtime would keep that mtime and look unchanged. A file whose mtime is within
+    RACY_WINDOW_NS of when we looked is therefore hashed on the next run (once; its then-older mtime is trusted).
+    """
+    return mtime_ns if mtime_ns < seen_ns - RACY_WINDOW_NS else -1
 
 
 def _grow_set(conn: sqlite3.Connection, fp: str, channel: str, dim: int, n: int) -> None:
