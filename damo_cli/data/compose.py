@@ -607,7 +607,7 @@ def _video_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, SPLIT_CODES[split], index])
 
 
-def _normalise_split(split: str) -> str:
+def normalise_split(split: str) -> str:
     value = split.strip().lower().replace("-", "").replace("_", "")
     if value == "train":
         return "train"
@@ -618,7 +618,7 @@ def _normalise_split(split: str) -> str:
 
 def composable_sources(split: str, names: Sequence[str] | None = None) -> list[_Source]:
     """Verified footage for a split (optionally only the named clips, all of which must be present)."""
-    split = _normalise_split(split)
+    split = normalise_split(split)
     present = {c.name: (c, p) for c, p in footage.available(split)}
     if names is not None:
         wrong = [n for n in names if footage.get_clip(n).split != split]
@@ -670,7 +670,7 @@ def compose_dataset(
     """
     if n_videos < 1:
         raise DataError("compose at least one video")
-    split = _normalise_split(split)
+    split = normalise_split(split)
     settings = settings or ComposeSettings()
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
