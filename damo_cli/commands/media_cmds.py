@@ -50,6 +50,7 @@ def transcribe(
     language: str = typer.Option(None, "--language", help="Spoken language code (e.g. en); detected if omitted."),
     model: str = typer.Option("damo-tiny", "--model", help="Model card whose audio backbone transcribes."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, mps or auto."),
+    beam_size: int = typer.Option(1, "--beam-size", min=1, max=10, help="1 = greedy (fast); 5 = beam search."),
 ) -> None:
     """Print a timestamped transcript (Whisper with voice-activity detection: silence gives no text)."""
     from damo_cli.cards import load_card
@@ -67,7 +68,7 @@ def transcribe(
         return
     whisper = load_backbone(load_card(model), "audio", resolve_device(device))
     with Console(stderr=True).status("transcribing"):
-        segments = whisper.transcribe(samples, language=language)
+        segments = whisper.transcribe(samples, language=language, beam_size=beam_size)
     if not segments:
         typer.echo(f"{path}: no speech found", err=True)
         return

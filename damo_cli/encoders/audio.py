@@ -80,8 +80,13 @@ class WhisperBackbone:
             out.append(AudioWindowStates(start + offset / self.sample_rate, states[0].astype(np.float32), valid))
         return out
 
-    def transcribe(self, samples: np.ndarray, language: str | None = None) -> list[TranscriptSegment]:
-        """Timestamped transcript; Silero VAD drops non-speech first, so silence and tones give no invented text."""
+    def transcribe(
+        self, samples: np.ndarray, language: str | None = None, beam_size: int = 1
+    ) -> list[TranscriptSegment]:
+        """Timestamped transcript; Silero VAD drops non-speech first, so silence and tones give no invented text.
+
+        Greedy decoding by default: on 2 CPU cores it was ~1.5x faster than beam 5 with the same words on speech.
+        """
         _check_mono(samples)
         if len(samples) == 0:
             return []
@@ -90,7 +95,7 @@ class WhisperBackbone:
             language=language,
             vad_filter=True,
             word_timestamps=True,
-            beam_size=5,
+            beam_size=beam_size,
             condition_on_previous_text=False,
         )
         result = []
