@@ -12,7 +12,7 @@ import warnings
 import typer
 
 from damo_cli import __version__
-from damo_cli.commands import eval_cmd, media_cmds, models_cmds, system_cmds
+from damo_cli.commands import data_cmds, eval_cmd, media_cmds, models_cmds, system_cmds
 from damo_cli.errors import DamoError, NotImplementedYetError
 
 app = typer.Typer(
@@ -74,6 +74,7 @@ app.command("transcribe")(media_cmds.transcribe)
 app.command("doctor")(system_cmds.doctor)
 app.command("eval")(eval_cmd.evaluate)
 app.add_typer(models_cmds.app, name="models")
+app.add_typer(data_cmds.app, name="data")
 
 
 def _quiet_libraries() -> None:
