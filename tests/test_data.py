@@ -246,22 +246,22 @@ def _patch(frame: np.ndarray, x: float, y: float, r: int = 3) -> np.ndarray:
 
 
 def test_overlay_is_visible_only_inside_its_window(train_set: Path) -> None:
+    fps = SETTINGS.fps
     checked = 0
     for plan in _plans(train_set):
         frames, times, _ = _decode(train_set / plan["file"])
         for o in (o for o in plan["overlays"] if o["kind"] == "shape"):
             dx, dy = compose.draw.shape_core(o["shape"], o["size"][0])
             rgb = np.array(o["rgb"], dtype=float)
-            for t in (o["start"] + 0.05, (o["start"] + o["end"]) / 2, o["end"] - 0.1):
-                k = int(np.argmin(np.abs(times - t)))
+            first, last = round(o["start"] * fps), round(o["end"] * fps) - 1  # the frames inside the window
+            for k in (first, (first + last) // 2, last):
                 x, y = compose.overlay_position(o, float(times[k]))
-                assert np.linalg.norm(_patch(frames[k], x + dx, y + dy) - rgb) < 45, (o["id"], t)
-            # the frame just before it starts and the one at its end show the footage there, not the shape
-            for t, edge in ((o["start"] - 1 / SETTINGS.fps, o["start"]), (o["end"], o["end"] - 1e-3)):
-                if 0 <= t < plan["duration"]:
-                    k = int(np.argmin(np.abs(times - t)))
+                assert np.linalg.norm(_patch(frames[k], x + dx, y + dy) - rgb) < 45, (o["id"], k)
+            # the frame just before the window and the one right after it show footage there, not the shape
+            for k, edge in ((first - 1, o["start"]), (last + 1, o["end"] - 1e-3)):
+                if 0 <= k < len(frames):
                     x, y = compose.overlay_position(o, edge)
-                    assert np.linalg.norm(_patch(frames[k], x + dx, y + dy) - rgb) > 60, (o["id"], t)
+                    assert np.linalg.norm(_patch(frames[k], x + dx, y + dy) - rgb) > 60, (o["id"], k)
             checked += 1
     assert checked >= 3
 

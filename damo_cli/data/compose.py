@@ -556,9 +556,13 @@ def render_audio(plan: dict, speech_samples: dict[str, np.ndarray]) -> np.ndarra
 
 
 def render_video(
-    plan: dict, speech_samples: dict[str, np.ndarray], sources: dict[str, Path], out: Path, settings: ComposeSettings,
+    plan: dict,
+    speech_samples: dict[str, np.ndarray],
+    sources: dict[str, Path],
+    out: Path,
+    settings: ComposeSettings,
     cache: _FootageFrames | None = None,
-) -> Path:  # fmt: skip
+) -> Path:
     """Encode a plan into an MP4 (H.264 + AAC mono) with the imageio-ffmpeg binary."""
     import soundfile
     from imageio_ffmpeg import get_ffmpeg_exe
