@@ -215,7 +215,10 @@ class Library:
         if not db.exists():
             if not create:
                 raise StoreError(f"no library at {root} yet: index some videos first with: damo index PATH...")
-            root.mkdir(parents=True, exist_ok=True)
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the library folder {root}: {exc.strerror or exc}") from None
         elif db.stat().st_size == 0 and not create:
             raise StoreError(f"the library {db} is empty: index some videos first with: damo index PATH...")
         else:
@@ -245,6 +248,7 @@ class Library:
         create an empty one. Returns the new library and where the old file went (None if there was none).
 
         Works on a damaged file (it is never opened). Takes the writer lock, so it refuses while an index runs.
+        Close any Library this process has open on `root` first.
         """
         root = _canonical(root) if root is not None else _canonical(cls.default_root())
         db = root / schema.DB_NAME
@@ -342,7 +346,7 @@ class Library:
         return [_video_row(r) for r in rows]
 
     def moments_of(self, video_id: int, channel: str = "fused") -> Moments:
-        """The stored vectors of one video and channel (unit length, float16 precision), in time order."""
+        """The stored vectors of one video and channel (unit length at float16 precision), in time order."""
         with self._guard():
             rows = self._conn.execute(
                 "SELECT m.start_s, m.end_s, m.vector, s.dim FROM moments m JOIN videos v ON v.id = m.video_id "
@@ -435,16 +439,18 @@ class Library:
 
         if path_filter:
             clause, args = _path_clause(path_filter)
+            # Videos first, then their moments through moments_by_video (a join would scan the whole channel).
             where = (
-                "FROM moments m JOIN videos v ON v.id = m.video_id "
-                f"WHERE v.fingerprint = ? AND m.channel = ? AND {clause}"
+                "FROM moments m WHERE m.channel = ? AND m.video_id IN "
+                f"(SELECT v.id FROM videos v WHERE v.fingerprint = ? AND {clause})"
             )
+            params = (channel, fp, *args)
             with self._guard():
-                n = self._conn.execute(f"SELECT count(*) {where}", (fp, channel, *args)).fetchone()[0]
+                n = self._conn.execute(f"SELECT count(*) {where}", params).fetchone()[0]
                 if n <= self.approx_threshold:  # few candidates: exact, straight from SQLite, no cache needed
-                    rows = self._conn.execute(f"SELECT m.id, m.vector {where}", (fp, channel, *args)).fetchall()
+                    rows = self._conn.execute(f"SELECT m.id, m.vector {where}", params).fetchall()
                 else:
-                    rows = self._conn.execute(f"SELECT m.id {where}", (fp, channel, *args)).fetchall()
+                    rows = self._conn.execute(f"SELECT m.id {where}", params).fetchall()
             if not rows:
                 return []
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -493,7 +499,7 @@ class Library:
             row = conn.execute(
                 "SELECT dim, count, generation FROM vector_sets WHERE fingerprint = ? AND channel = ?", (fp, channel)
             ).fetchone()
-            dim, count, generation = row
+            dim, count, generation = row if row else (1, 0, 0)  # (removed meanwhile: an empty index)
             held = self._indexes.get((fp, channel))
             if held is not None and held[0] == generation:
                 return held[1]
@@ -534,8 +540,8 @@ class Library:
         raw = b"".join(blobs)
         if len(raw) != len(blobs) * dim * _VECTOR_DTYPE.itemsize:
             raise schema.damaged(self.db_path, "a stored vector has the wrong length")
-        flat = np.frombuffer(raw, dtype=_VECTOR_DTYPE).astype(np.float32).reshape(len(blobs), dim)
-        return vectors.normalise(flat)  # undo float16 rounding of the norm
+        # Not renormalised: exact search and the fp16 FAISS caches then score the very same stored values.
+        return np.frombuffer(raw, dtype=_VECTOR_DTYPE).astype(np.float32).reshape(len(blobs), dim)
 
     def _hits(self, ids: np.ndarray, scores: np.ndarray, channel: str) -> list[Moment]:
         if len(ids) == 0:
@@ -791,11 +797,18 @@ class Writer:
         self._conn_ready()
         roots = [_canonical(p) for p in under]
         roots = [r for r in roots if r.exists()]
+
+        def below(path: Path) -> bool:
+            return any(path == r or r in path.parents for r in roots)
+
         removed = []
         for record in self._lib.videos():
-            if any(record.path == r or r in record.path.parents for r in roots) and not record.path.exists():
+            if below(record.path) and not record.path.exists():
                 self.remove(record.path)
                 removed.append(record.path)
+        gone = [f.path for f in self._lib.failures() if below(f.path) and not f.path.exists()]
+        with self._lib._transaction() as conn:  # failures of deleted files are no longer worth reporting
+            conn.executemany("DELETE FROM failures WHERE path = ?", [(str(p),) for p in gone])
         return removed
 
 

@@ -178,14 +178,17 @@ def initialise_or_check(conn: sqlite3.Connection, db: Path) -> bool:
     if app_id != APPLICATION_ID or "meta" not in tables:
         raise StoreError(f"{db} is an SQLite file but not a damo library; point damo at another folder")
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-    version = int(meta.get("schema_version", "0"))
+    raw_version = meta.get("schema_version", "")
+    if not raw_version.isdigit():
+        raise damaged(db, f"unknown schema version {raw_version!r}")
+    version = int(raw_version)
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"the library {db} was written by a newer damo (schema v{version}; this damo reads v{SCHEMA_VERSION}):"
             f" upgrade damo, or start a new library with: {REBUILD_HINT}"
         )
     if version < 1:
-        raise damaged(db, f"unknown schema version {meta.get('schema_version')!r}")
+        raise damaged(db, f"unknown schema version {raw_version!r}")
     has_fts = meta.get("fts") == "1"
     if has_fts and not fts5_available():
         raise StoreError(f"the library {db} uses SQLite FTS5, which this Python's sqlite3 lacks; use another Python")

@@ -1,21 +1,23 @@
 """FAISS indexes over the moment vectors: a derived cache of what SQLite holds, never the source of truth.
 
-Vectors are unit length, so inner product = cosine similarity.
+Vectors are unit length, so inner product = cosine similarity. FAISS keeps them as float16 (`QT_fp16`), the
+precision SQLite stores them in: no loss against the store, half the memory and disk of float32, and faster
+(a scan is memory-bound).
 
-- Up to `APPROX_THRESHOLD` vectors (default 50,000, about 14 hours of video at one step per second):
-  exact search, `IndexFlatIP` (wrapped in an id map). A query scans everything: ~8 ms at 50k, 384-d, 1 thread.
-- Past it: **IVF-Flat** (`IndexIVFFlat`, inner product, spherical k-means), `nlist = 2 * sqrt(n)` lists,
-  `nprobe = max(32, nlist / 20)` (about 5% of the lists scanned, never fewer than 32).
+- Up to `APPROX_THRESHOLD` vectors per (model, channel) (default 50,000, about 14 hours of video at one step
+  per second): exact search, a flat fp16 index in an id map. A query scans everything: ~5 ms at 50k, 384-d.
+- Past it: **IVF** with fp16 lists (`IndexIVFScalarQuantizer`, inner product, spherical k-means),
+  `nlist = 2 * sqrt(n)` lists, `nprobe = max(32, nlist / 20)` (about 5% of the lists, never fewer than 32).
 
-Why IVF-Flat rather than HNSW (measured with `python -m damo_cli.store.bench --n 100000 --hnsw`, 384-d, 2 busy
-CPU cores, text-like queries that lie off the data as text queries over video features do):
-  exact flat        query ~16 ms (1 thread)           recall@10 1
-  IVF-Flat          build ~3-6 s,  query ~0.9 ms       recall@10 1.000 (0.90 at nprobe 8, 0.99 at 16)
-  HNSW M=32         build ~15 s,   query ~0.3 ms       recall@10 0.59 / 0.63 / 0.67 at efSearch 64 / 128 / 256
-HNSW's graph walk starts from the data and gets lost for queries far from it; IVF scans whole lists, so its
-recall is steered by one number (nprobe), it builds 3-5x faster (the cache is rebuilt after every indexing
-run; `build_index` also reuses the previous centroids while the size stays within 2x), it keeps the full
-vectors (scores are exact for every vector it visits) and needs only the flat index's memory plus centroids.
+Why IVF rather than HNSW, measured with `python -m damo_cli.store.bench --n 100000 --threads 1 [--hnsw]`
+(384-d, 1 thread, text-like queries that lie off the data, as text queries over video features do):
+  exact flat fp16      build 0.2 s   query ~10 ms    recall@10 1 (by definition)
+  IVF fp16, nprobe 32  build ~3.5 s  query ~0.6 ms   recall@10 0.999 (0.90 at nprobe 8, 0.99 at 16)
+  HNSW M=32 (float32)  build ~10 s   query 0.1-0.3 ms  recall@10 0.59 / 0.63 / 0.67 at efSearch 64 / 128 / 256
+HNSW's greedy graph walk gets lost for queries far from the data; IVF scans whole lists, so its recall is
+steered by one number (nprobe). It also builds ~3x faster, which matters because the cache is rebuilt after
+every indexing run (`build_index` reuses the previous centroids while the size stays within 2x, so then it only
+re-adds), and needs only the flat index's memory plus the centroids.
 """
 
 from __future__ import annotations
@@ -76,8 +78,9 @@ def build_index(
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, d = vectors.shape
+    fp16 = faiss.ScalarQuantizer.QT_fp16  # the store's own precision: lossless for its vectors, half of float32
     if n <= approx_threshold:
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(d))
+        index = faiss.IndexIDMap2(faiss.IndexScalarQuantizer(d, fp16, faiss.METRIC_INNER_PRODUCT))
         index.add_with_ids(vectors, ids)
         return index
 
@@ -87,10 +90,10 @@ def build_index(
     if old is not None:
         nlist = old.nlist
         quantizer.add(old.quantizer.reconstruct_n(0, nlist))
-        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.is_trained = True
+        index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, fp16, faiss.METRIC_INNER_PRODUCT)
+        index.is_trained = True  # fp16 needs no codebook; the lists are the old ones
     else:
-        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, fp16, faiss.METRIC_INNER_PRODUCT)
         index.cp.spherical = True  # centroids on the unit sphere, as the data is
         index.cp.niter = KMEANS_ITERATIONS
         index.cp.seed = seed
