@@ -123,7 +123,8 @@ def _synth_fresh(text: str, voice: str, rate: int, pitch: int) -> tuple[np.ndarr
     espeak_Initialize do not reset, so the same text comes out a few samples different depending on what was said
     before, and it seeds its noise generator from the clock. Loading the library, seeding its generator (and libc's
     rand(), which it also imports), speaking once and unloading it (dlclose) gives every call the same starting
-    state: bit-identical audio, hence identical labels from a seed. It costs ~10 ms per utterance.
+    state: bit-identical audio, hence identical labels from a seed. It costs ~10 ms per utterance. (If another module
+    keeps the same libespeak-ng loaded, the unload is a no-op and repeatability is lost, not correctness.)
     """
     import _ctypes  # dlclose lives here on POSIX
 
@@ -173,7 +174,10 @@ def _synth_fresh(text: str, voice: str, rate: int, pitch: int) -> tuple[np.ndarr
         finally:
             lib.espeak_Terminate()
     finally:
-        _ctypes.dlclose(lib._handle)
+        # POSIX dlclose / Windows FreeLibrary: drop our reference so the next load starts from fresh statics
+        unload = getattr(_ctypes, "dlclose", None) or getattr(_ctypes, "FreeLibrary", None)
+        if unload is not None:
+            unload(lib._handle)
         del callback
     samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
     return samples, int(native)
@@ -191,7 +195,7 @@ def _seed_libc_rand() -> None:
         libc.srand.argtypes = [ctypes.c_uint]
         libc.srand.restype = None
         libc.srand(_RAND_SEED)
-    except (OSError, AttributeError):  # no libc symbols to reach: speech still works, only not bit-identical
+    except (OSError, AttributeError, TypeError):  # no libc to reach (Windows): speech works, maybe not bit-identical
         pass
 
 
