@@ -324,6 +324,7 @@ def test_sigkill_loses_at_most_the_video_in_flight_and_the_next_run_resumes(tmp_
 
 HOLD_LOCK = """
 import sys
+import time
 from pathlib import Path
 from damo_cli.errors import StoreError
 from damo_cli.store import Library
@@ -332,7 +333,7 @@ root, go = Path(sys.argv[1]), Path(sys.argv[2])
 lib = Library.open(root)
 print("ready", flush=True)
 while not go.exists():
-    pass
+    time.sleep(0.001)
 try:
     with lib.writer():
         print("got", flush=True)
@@ -403,7 +404,7 @@ def _small_library(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("damage", ["garbage header", "garbage pages", "truncated"])
+@pytest.mark.parametrize("damage", ["garbage header", "garbage schema pages", "garbage mid-file", "truncated"])
 def test_damaged_library_is_explained_in_one_line_and_rebuilt_with_one_command(tmp_path: Path, damage: str) -> None:
     root = _small_library(tmp_path)
     db = root / "library.db"
@@ -412,9 +413,12 @@ def test_damaged_library_is_explained_in_one_line_and_rebuilt_with_one_command(t
     with open(db, "r+b") as handle:
         if damage == "garbage header":
             handle.write(rng.bytes(4096))
-        elif damage == "garbage pages":
-            handle.seek(4096)  # b-tree pages, sqlite_master's page 1 left intact
+        elif damage == "garbage schema pages":
+            handle.seek(4096)  # the first tables' pages; sqlite_master's page 1 left intact
             handle.write(rng.bytes(16 * 4096))
+        elif damage == "garbage mid-file":
+            handle.seek(size // 2 // 4096 * 4096)  # moments' pages: only a full read can notice
+            handle.write(rng.bytes(8 * 4096))
         else:
             handle.truncate(size // 2)
     damaged_bytes = db.read_bytes()
@@ -427,6 +431,12 @@ def test_damaged_library_is_explained_in_one_line_and_rebuilt_with_one_command(t
     with pytest.raises(StoreError) as err:
         opened_and_checked()
     message = one_line(err.value)
+    with pytest.raises(StoreError, match="is damaged"):
+        Library.open(root, check=True)
+    try:  # a reader (no quick_check) either works around the damage or says so in one line, never a traceback
+        Library.open(root).search(np.ones(64), k=3)
+    except StoreError as reader_err:
+        assert "is damaged" in one_line(reader_err)
     assert "is damaged" in message and "damo index --rebuild PATH..." in message and str(db) in message
     print(f"{damage}: {message}")
 

@@ -33,7 +33,9 @@ Searching (no lock; works while an index runs, seeing every video committed so f
 
 `damo index --rebuild PATH...`: `lib, aside = Library.quarantine_and_recreate()` moves `library.db` (and its
 -wal/-shm) to `library-aside-YYYYmmdd-HHMMSS.db` (never deleted), drops the vector caches, creates an empty
-library, then indexes PATH... as usual. It is the one fix for every "library is damaged" error.
+library, then indexes PATH... as usual. It is the one fix for every "library is damaged" error. It works
+without opening the damaged file, takes the writer lock (refused while an index runs), and wants any Library
+this process holds on that folder closed first.
 
 Guarantees:
 - Keys: a video is stored per path with its content key (`content_key`, sampled sha256: see `keys.py`) and the
@@ -42,10 +44,15 @@ Guarantees:
 - Crashes: each video is one SQLite transaction, so a killed `damo index` (even SIGKILL) loses at most the
   video in flight; the next run finds the others "unchanged" and continues. A killed writer's lock is released
   by the kernel.
-- Damage: garbage or truncation is reported on open or by the writer's quick_check as one line naming the
-  rebuild command; SQLite errors never reach the user as tracebacks.
-- Vectors are stored unit-normalised as float16; search is cosine. Exact (flat) search up to `approx_threshold`
-  vectors per (model, channel), IVF-Flat above it (see `vectors.py` for the choice and its measured recall).
+- Damage: a garbage header or a truncated file is reported by `Library.open` (cheap: no full read); damage
+  inside by the writer's quick_check (~0.2 s per 100 MB; `Library.open(check=True)` runs it too) or by the
+  first query that touches it. Always one line naming the rebuild command, never an SQLite traceback.
+- Vectors are stored unit-normalised as float16 (384-d: 768 bytes per step); search is cosine. Exact search up
+  to `approx_threshold` (50k) vectors per (model, channel), IVF above it; the FAISS caches keep fp16 too (see
+  `vectors.py` for the choice and its measured recall). A cache is tagged with its set's generation counter,
+  which every write to the set bumps in the same transaction, so a stale or broken cache is never used.
+- Errors: StoreError (exit code 6) for what a user can act on; ValueError for API misuse (bad Moments,
+  a vector dimension that differs from what the same model stored before).
 - Moments: raw per-step hits are merged by `merge_hits` (rule in `moments.py`): a 1-s step grid that scores
   high at 12, 13 and 14 s comes back as one moment 12-15 s with the best score and its transcript snippet.
 """

@@ -289,7 +289,10 @@ class Library:
         with self._guard():
             rows = [r[0] for r in self._conn.execute(f"PRAGMA {pragma}(5)")]
         if rows != ["ok"]:
-            raise schema.damaged(self.db_path, rows[0] if rows else "check returned nothing")
+            lines = [line.strip() for r in rows for line in str(r).splitlines()]
+            found = [line for line in lines if line and not line.startswith("***")]  # skip "*** in database main"
+            detail = found[0] if found else "check returned nothing"
+            raise schema.damaged(self.db_path, f"{pragma}: {detail[:120]}")
 
     @contextmanager
     def _guard(self) -> Iterator[None]:

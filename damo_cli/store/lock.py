@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 
 from damo_cli.errors import StoreError
@@ -48,6 +49,11 @@ class WriterLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             holder = _read_pid(fd)
+            for _ in range(20):  # the holder writes its pid just after locking: give a racing winner 0.2 s
+                if holder is not None:
+                    break
+                time.sleep(0.01)
+                holder = _read_pid(fd)
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 who = f"pid {holder}" if holder else "pid unknown"
