@@ -12,7 +12,7 @@ import warnings
 import typer
 
 from damo_cli import __version__
-from damo_cli.commands import data_cmds, eval_cmd, media_cmds, models_cmds, system_cmds
+from damo_cli.commands import data_cmds, eval_cmd, library_cmds, media_cmds, models_cmds, system_cmds
 from damo_cli.errors import DamoError, NotImplementedYetError
 
 app = typer.Typer(
@@ -43,32 +43,14 @@ def _later(verb: str, issue: str) -> None:
 
 
 @app.command()
-def ask(
-    video: str = typer.Argument(..., help="Video file to ask about."),
-    question: str = typer.Argument(..., help="Question, e.g. 'when does the dog jump?'."),
-) -> None:
-    """Answer a question about a video, with the moment(s) that support the answer. (not built yet)"""
-    _later("ask", "the main-job milestone")
-
-
-@app.command()
-def index(paths: list[str] = typer.Argument(..., help="Videos or folders to index.")) -> None:
-    """Decode, encode and store videos for search; incremental. (not built yet)"""
-    _later("index", "the main-job milestone")
-
-
-@app.command()
-def search(query: str = typer.Argument(..., help="What to look for, e.g. 'someone opens a door'.")) -> None:
-    """Find ranked moments across the indexed library. (not built yet)"""
-    _later("search", "the main-job milestone")
-
-
-@app.command()
 def finetune(folder: str = typer.Argument(..., help="Folder of clips with annotations.jsonl.")) -> None:
     """Adapt the model to a folder of annotated clips. (not built yet)"""
     _later("finetune", "the training milestone")
 
 
+app.command("ask")(library_cmds.ask)
+app.command("index")(library_cmds.index)
+app.command("search")(library_cmds.search)
 app.command("probe")(media_cmds.probe)
 app.command("transcribe")(media_cmds.transcribe)
 app.command("doctor")(system_cmds.doctor)

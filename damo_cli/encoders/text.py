@@ -28,6 +28,7 @@ class TextEncoder:
             raise ModelError(f"{folder}: expected a mean-pooling sentence model")
         self.max_length = int(json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"])
         self.dim = int(backbone.param("feature_dim"))
+        self.fingerprint = backbone.files["model.safetensors"].sha256[:16]
         self.device = device
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         self.model = AutoModel.from_pretrained(str(folder), local_files_only=True).eval().to(device)

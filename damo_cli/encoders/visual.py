@@ -24,6 +24,7 @@ CLASS_NAMES_FILE = Path(__file__).with_name("imagenet_classes.txt")
 class VisualFeatures:
     global_: torch.Tensor  # (N, D) pooled features per frame
     local: torch.Tensor  # (N, grid*grid, D) spatial tokens per frame, row-major
+    class_probs: torch.Tensor  # (N, 1000) ImageNet class probabilities (the head costs ~nothing beside the trunk)
 
 
 class VisualEncoder:
@@ -69,13 +70,13 @@ class VisualEncoder:
         return torch.cat(maps).cpu(), torch.cat(logits).cpu()
 
     def encode(self, frames: np.ndarray) -> VisualFeatures:
-        """Frames (N, H, W, 3) uint8 -> global (N, 1280) and local (N, 49, 1280) features."""
+        """Frames (N, H, W, 3) uint8 -> global (N, 1280), local (N, 49, 1280) features and class probabilities."""
         if len(frames) == 0:
-            dim = self.net._fc.in_features
-            return VisualFeatures(torch.zeros(0, dim), torch.zeros(0, 0, dim))
-        fmap, _ = self._run(frames)
+            dim, classes = self.net._fc.in_features, self.net._fc.out_features
+            return VisualFeatures(torch.zeros(0, dim), torch.zeros(0, 0, dim), torch.zeros(0, classes))
+        fmap, logits = self._run(frames)
         local = fmap.flatten(2).transpose(1, 2)  # (N, 49, 1280)
-        return VisualFeatures(global_=fmap.mean(dim=(2, 3)), local=local)
+        return VisualFeatures(global_=fmap.mean(dim=(2, 3)), local=local, class_probs=logits.softmax(dim=-1))
 
     def classify(self, frames: np.ndarray) -> torch.Tensor:
         """ImageNet class probabilities (N, 1000)."""

@@ -1,0 +1,52 @@
+"""Analysed videos cached on disk, keyed by content key + analyser fingerprint, so `ask` on an indexed video (or a
+second `ask`) skips decoding and encoding. One .npz per video, written atomically; a damaged file is ignored."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from damo_cli.encoders.audio import TranscriptSegment, Word
+from damo_cli.integrity import atomic_path
+from damo_cli.paths import cache_dir
+from damo_cli.pipeline.analyse import VideoAnalysis
+
+_ARRAYS = ("step_spans", "fused", "bridge", "fusion_tokens", "window_spans")
+
+
+def _file(content_key: str, fingerprint: str) -> Path:
+    return cache_dir() / "features" / fingerprint / f"{content_key}.npz"
+
+
+def save(analysis: VideoAnalysis, content_key: str, fingerprint: str) -> Path:
+    target = _file(content_key, fingerprint)
+    meta = {
+        "duration": analysis.duration,
+        "has_audio": analysis.has_audio,
+        "transcript": [asdict(seg) for seg in analysis.transcript],
+    }
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, meta=np.array(json.dumps(meta)), **{k: getattr(analysis, k) for k in _ARRAYS})
+    return target
+
+
+def load(path: Path, content_key: str, fingerprint: str) -> VideoAnalysis | None:
+    source = _file(content_key, fingerprint)
+    if not source.is_file():
+        return None
+    try:
+        with np.load(source, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            arrays = {k: data[k] for k in _ARRAYS}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None  # damaged or from an older layout: analyse again
+    transcript = [
+        TranscriptSegment(s["start"], s["end"], s["text"], [Word(**w) for w in s["words"]]) for s in meta["transcript"]
+    ]
+    return VideoAnalysis(
+        path=Path(path), duration=meta["duration"], has_audio=meta["has_audio"], transcript=transcript, **arrays
+    )
