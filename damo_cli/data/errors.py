@@ -8,4 +8,4 @@ from damo_cli.errors import DamoError
 class DataError(DamoError):
     """Training data cannot be built, fetched, read or converted (missing footage, bad annotation line...)."""
 
-    exit_code = 6
+    exit_code = 7  # 6 is StoreError
