@@ -97,7 +97,7 @@ class ClipFeatures:
     """Frozen-backbone features of a batch of clips (or of one long video, B = 1), with their absolute times."""
 
     visual_global: Tensor  # (B, T, Dv)     per-frame global vector (CLS / pooled map)
-    visual_local: Tensor  # (B, T, Lv, Dv) per-frame local tokens, row-major g x g grid
+    visual_local: Tensor  # (B, T, Lv, Dv) per-frame local tokens, row-major g x g grid (or p x p, already pooled)
     frame_times: Tensor  # (B, T)         seconds from the start of the video, increasing over real frames
     frame_mask: Tensor | None = None  # (B, T) bool, True = real frame (real frames first)
     audio_states: Tensor | None = None  # (B, W, S, Da) audio encoder states, or None: no audio track
@@ -334,7 +334,7 @@ class FeedForward(nn.Sequential):
 
 
 class VisualResidual(nn.Module):
-    """Per frame: X_res = Linear(AdaptiveAvgPool2d(X_local, p x p)) + FFN(X_global)."""
+    """Per frame: X_res = Linear(AdaptiveAvgPool2d(X_local, p x p)) + FFN(X_global); X_local g x g or pooled p x p."""
 
     def __init__(self, in_dim: int, width: int, grid: int, pool_grid: int) -> None:
         super().__init__()
@@ -344,11 +344,19 @@ class VisualResidual(nn.Module):
 
     def forward(self, global_: Tensor, local: Tensor) -> Tensor:
         batch, frames, tokens, dim = local.shape  # (B, T, Lv, Dv)
-        if tokens != self.grid**2:
-            raise DamoError(f"visual local features have {tokens} tokens, the card says {self.grid}x{self.grid}")
-        maps = local.reshape(batch * frames, self.grid, self.grid, dim).permute(0, 3, 1, 2)  # (B*T, Dv, g, g)
-        pooled = F.adaptive_avg_pool2d(maps, self.pool_grid)  # (B*T, Dv, p, p)
-        pooled = pooled.flatten(2).transpose(1, 2).reshape(batch, frames, self.pool_grid**2, dim)  # (B, T, Pv, Dv)
+        if tokens == self.pool_grid**2:
+            # already pooled to p x p (training feature caches store it so): pooling a p x p map to p x p is the
+            # identity, so this is exactly what the g x g map would give
+            pooled = local  # (B, T, Pv, Dv)
+        elif tokens == self.grid**2:
+            maps = local.reshape(batch * frames, self.grid, self.grid, dim).permute(0, 3, 1, 2)  # (B*T, Dv, g, g)
+            pooled = F.adaptive_avg_pool2d(maps, self.pool_grid)  # (B*T, Dv, p, p)
+            pooled = pooled.flatten(2).transpose(1, 2).reshape(batch, frames, self.pool_grid**2, dim)  # (B, T, Pv, Dv)
+        else:
+            raise DamoError(
+                f"visual local features have {tokens} tokens, the card says {self.grid}x{self.grid} "
+                f"(or {self.pool_grid}x{self.pool_grid} pooled)"
+            )
         return self.local_proj(pooled) + self.global_ffn(global_)[:, :, None, :]  # (B, T, Pv, d)
 
 
