@@ -15,6 +15,7 @@ from damo_cli.errors import DamoError
 
 MODEL_OPTION = typer.Option("damo-tiny", "--model", help="Model card name or trained model folder.")
 DEVICE_OPTION = typer.Option("auto", "--device", help="cpu, cuda, mps or auto (cuda > mps > cpu).")
+LIBRARY_OPTION = typer.Option(None, "--library", help="Library folder (default: damo's data folder).")
 
 
 def index(
@@ -25,6 +26,7 @@ def index(
         "mp4,m4v,mov,mkv,webm,avi,mpg,mpeg,wmv,flv,3gp,ts,mts,m2ts", "--ext", help="Video extensions to pick up."
     ),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes that decode and encode in parallel."),
+    library_dir: Path = LIBRARY_OPTION,
     json_output: bool = typer.Option(False, "--json", help="Print one JSON summary object."),
     stats: bool = typer.Option(False, "--stats", help="Show what the library holds, then exit."),
     rebuild: bool = typer.Option(
@@ -37,17 +39,17 @@ def index(
     from damo_cli.store import Library
 
     if stats:
-        _print_stats(Library.open(create=False), json_output)
+        _print_stats(Library.open(library_dir, create=False), json_output)
         return
     if not paths:
         raise DamoError("give at least one video or folder to index (or --stats)")
     console = Console(stderr=True)
     if rebuild:
-        library, aside = Library.quarantine_and_recreate()
+        library, aside = Library.quarantine_and_recreate(library_dir)
         if aside:
             console.print(f"moved the old library aside to {aside}")
     else:
-        library = Library.open()
+        library = Library.open(library_dir)
     resolved = resolve_device(device)
     with console.status("loading the model"):
         indexer = Indexer(model, resolved, library, workers)
@@ -120,6 +122,7 @@ def search(
     json_output: bool = typer.Option(False, "--json", help="Print a JSON array."),
     srt: bool = typer.Option(False, "--srt", help="Print the moments as SubRip subtitles."),
     clip_dir: Path = typer.Option(None, "--clip", help="Export each moment as a playable clip into this folder."),
+    library_dir: Path = LIBRARY_OPTION,
 ) -> None:
     """Find ranked moments across the indexed library (what is seen, what is said, transcript words)."""
     from damo_cli.device import resolve_device
@@ -129,7 +132,7 @@ def search(
     from damo_cli.pipeline.search import search_library
     from damo_cli.store import Library
 
-    library = Library.open(create=False)
+    library = Library.open(library_dir, create=False)
     resolved = resolve_device(device)
     loaded = load_model(model, resolved)
     text = load_backbone(loaded.card, "text", resolved)

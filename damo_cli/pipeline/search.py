@@ -35,8 +35,8 @@ class Calibration:
 # Floors and ceilings read off the distributions of matching vs unrelated queries on the packaged sample videos.
 CALIBRATION = {
     "fused": Calibration(1.0, 0.15, 0.6),
-    "bridge": Calibration(0.8, 0.1, 0.4),  # zero-shot: even matches rarely exceed 0.35
-    "speech": Calibration(1.0, 0.3, 0.7),
+    "bridge": Calibration(0.6, 0.1, 0.4),  # zero-shot fallback: even matches rarely exceed 0.35
+    "speech": Calibration(1.0, 0.2, 0.6),  # paraphrases of a spoken line score ~0.4-0.6
     "transcript": Calibration(0.9, 0.34, 1.0),  # at least a third of the query's words are said
 }
 _STOPWORDS = frozenset(
