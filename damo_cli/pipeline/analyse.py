@@ -49,6 +49,7 @@ class LoadedModel:
     """A DaMO model ready for inference, with what identifies it in caches and reports."""
 
     name: str
+    source: str  # what the user named: a card name or a model folder
     card: ModelCard
     damo: DamoModel
     fingerprint: str  # changes whenever the weights or the architecture change

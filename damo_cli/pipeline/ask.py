@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from damo_cli.encoders.audio import TranscriptSegment
+from damo_cli.model.localize import localize, phrase_match, quoted_phrase
 from damo_cli.pipeline.analyse import Analyser, VideoAnalysis
-from damo_cli.pipeline.search import query_words
+from damo_cli.pipeline.search import CALIBRATION
 from damo_cli.store import Moment, merge_hits
 from damo_cli.timestamps import format_moment
 
-STEP_WEIGHTS = {"fused": 1.0, "bridge": 0.6, "speech": 1.0}
 MAX_MOMENTS = 5
 KEEP_FRACTION = 0.5  # moments scoring under half the best one are noise, not support
 _QUESTION_LEAD = re.compile(
@@ -54,55 +54,68 @@ def question_to_query(question: str) -> str:
     return query or question
 
 
-def step_scores(analysis: VideoAnalysis, query_vector: np.ndarray, trained: bool) -> np.ndarray:
-    """(N,) evidence per time step: weighted cosines of the per-time channels plus the best matching speech line."""
-    scores = STEP_WEIGHTS["bridge"] * (analysis.bridge @ query_vector)
-    if trained:
-        scores = scores + STEP_WEIGHTS["fused"] * (analysis.fused @ query_vector)
-    return scores
+def phrase_span(segment: TranscriptSegment, phrase: str) -> tuple[float, float]:
+    """The words of a transcript line that say `phrase`, or the whole line when they are not found.
 
-
-def phrase_span(segment: TranscriptSegment, query: str) -> tuple[float, float]:
-    """The stretch of a transcript line that says the query's words, or the whole line when it does not.
-
-    Every word window [i, j] scores (distinct query words in it) - 0.1 x (its length), so the tightest window
-    holding most of the phrase wins; it is used when it holds at least half of the query's content words.
+    The phrase's words are aligned in order against the spoken words, from every possible first word, allowing
+    up to two extra or misheard words between matches; the alignment matching most phrase words wins (ties: the
+    tightest). It must match at least half of the phrase to narrow the line.
     """
-    wanted = {w.rstrip("s") for w in query_words(query)}
-    words = [(w, {t.rstrip("s") for t in query_words(w.text)} & wanted) for w in segment.words]
-    if not wanted or not words:
+    spoken = [(w, _norm(w.text)) for w in segment.words if _norm(w.text)]
+    target = [_norm(t) for t in phrase.split() if _norm(t)]
+    best: tuple[int, float, int, int] | None = None  # (matches, -length, first, last)
+    for start in range(len(spoken)):
+        matched, position, first, last = 0, start, None, None
+        for word in target:
+            for offset in range(3):  # the word itself, or one of the next two (insertions, mishearings)
+                k = position + offset
+                if k < len(spoken) and _same(spoken[k][1], word):
+                    first = k if first is None else first
+                    last, position, matched = k, k + 1, matched + 1
+                    break
+        if first is not None and last is not None:
+            candidate = (matched, -(last - first), first, last)
+            best = candidate if best is None or candidate[:2] > best[:2] else best
+    if best is None or best[0] < len(target) / 2:
         return segment.start, segment.end
-    best, best_score = None, 0.0
-    for i in range(len(words)):
-        found: set[str] = set()
-        for j in range(i, len(words)):
-            found |= words[j][1]
-            score = len(found) - 0.1 * (j - i + 1)
-            if len(found) >= len(wanted) / 2 and score > best_score:
-                best, best_score = (i, j), score
-    if best is None:
-        return segment.start, segment.end
-    return words[best[0]][0].start, words[best[1]][0].end
+    return spoken[best[2]][0].start, spoken[best[3]][0].end
+
+
+def _norm(text: str) -> str:
+    return text.lower().strip(" .,!?;:\"'")
+
+
+def _same(a: str, b: str) -> bool:
+    return a == b or phrase_match(a, [b])[0] > 0  # phrase_match's fuzzy word similarity (>= 0.75)
 
 
 def find_moments(
     analysis: VideoAnalysis, query: str, query_vector: np.ndarray, speech_vectors: np.ndarray, trained: bool
 ) -> list[tuple[float, float, float]]:
+    """Ranked (start, end, score) from every channel, scored on the same calibration as `damo search`."""
     spans = analysis.step_spans
-    scores = step_scores(analysis, query_vector, trained)
-    hits = [
-        Moment(0, analysis.path, float(s), float(e), float(x), "steps") for (s, e), x in zip(spans, scores, strict=True)
-    ]
-    speech = speech_vectors @ query_vector if len(speech_vectors) else np.zeros(0)
+    evidence: list[Moment] = []
+    if trained:  # the per-time head: decoded into moments, each scored by its best cosine
+        sims = analysis.fused @ query_vector
+        for start, end, _ in localize(analysis.fused, spans, query_vector, k=3):
+            inside = (spans[:, 1] > start) & (spans[:, 0] < end)
+            best = float(sims[inside].max()) if inside.any() else 0.0
+            evidence.append(Moment(0, analysis.path, start, end, CALIBRATION["fused"](best), "fused"))
+    else:  # no trained head: the zero-shot bridge, merged into stretches around its peak
+        steps = [
+            Moment(0, analysis.path, float(s), float(e), CALIBRATION["bridge"](float(x)), "bridge")
+            for (s, e), x in zip(spans, analysis.bridge @ query_vector, strict=True)
+        ]
+        evidence += merge_hits(steps, margin=0.05)[:3]
     lines = [seg for seg in analysis.transcript if seg.text.strip()]
-    hits += [
-        Moment(0, analysis.path, *phrase_span(seg, query), STEP_WEIGHTS["speech"] * float(x), "speech")
-        for seg, x in zip(lines, speech, strict=True)
-    ]
-    merged = merge_hits(hits, margin=0.05)
-    if not merged or merged[0].score <= 0:
+    phrase = quoted_phrase(query) or query
+    for seg, cosine in zip(lines, speech_vectors @ query_vector if len(lines) else [], strict=True):
+        start, end = phrase_span(seg, phrase)
+        evidence.append(Moment(0, analysis.path, start, end, CALIBRATION["speech"](float(cosine)), "speech"))
+    evidence = sorted((m for m in evidence if m.score > 0), key=lambda m: -m.score)
+    if not evidence:
         return []
-    keep = [m for m in merged if m.score >= KEEP_FRACTION * merged[0].score]
+    keep = [m for m in evidence if m.score >= KEEP_FRACTION * evidence[0].score]
     return [(m.start, m.end, m.score) for m in keep[:MAX_MOMENTS]]
 
 
@@ -132,9 +145,9 @@ def _generate(
     model = analyser.model
     transcript = [TranscriptLine(s.start, s.end, s.text) for s in analysis.transcript if s.text.strip()]
     if model.trained:
-        damo = model.damo
-        if damo.llm is None:
-            damo.attach_llm(*load_llm(model.card.backbone("llm"), device))
+        from damo_cli.model.load import load_damo
+
+        damo = load_damo(model.source, device, llm=True).model  # with the LoRA weights the fuse-only load left out
         fusion = torch.from_numpy(analysis.fusion_tokens).to(device)
         spans = torch.from_numpy(analysis.window_spans).float().to(device)
         with torch.inference_mode():

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
-
-import torch
-
-from damo_cli.cards import load_card
-from damo_cli.model.config import DamoConfig
-from damo_cli.model.damo import DamoModel
+from damo_cli.model.load import load_damo
 from damo_cli.pipeline.analyse import LoadedModel
 
-UNTRAINED_SEED = 0
 
+def load_model(model: str, device: str = "cpu") -> LoadedModel:
+    """The fuser and per-time head with their trained weights (seeded random when the card ships none).
 
-def load_model(name: str, device: str = "cpu") -> LoadedModel:
-    """The card's DaMO model with its trained weights when the card ships them, else seeded random weights."""
-    card = load_card(name)
-    config = DamoConfig.from_card(card)
-    torch.manual_seed(UNTRAINED_SEED)  # untrained weights are still reproducible, so cached features stay valid
-    damo = DamoModel(config).eval().to(device)
-    fingerprint = hashlib.sha256(f"{config.fingerprint()}|untrained-seed{UNTRAINED_SEED}".encode()).hexdigest()[:16]
-    return LoadedModel(name=card.name, card=card, damo=damo, fingerprint=fingerprint, trained=False)
+    The LLM is not loaded here: indexing and search never need it; `ask` loads it with the LoRA weights.
+    """
+    loaded = load_damo(model, device, llm=False)
+    return LoadedModel(
+        name=loaded.card.name,
+        source=model,
+        card=loaded.card,
+        damo=loaded.model,
+        fingerprint=loaded.fingerprint,
+        trained=loaded.trained,
+    )
