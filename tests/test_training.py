@@ -358,3 +358,69 @@ def test_llm_stages_lower_the_language_loss(stage: int, tmp_path: Path, card) ->
         assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n in before)
     final = json.loads((tmp_path / f"stage{stage}" / "summary.json").read_text())["final_val"]
     assert "lm_loss" in final and "R1@0.5" in final
+
+
+# --------------------------------------------------------------------------------------------------- finetune
+
+
+@pytest.mark.slow
+def test_finetune_smoke_on_generated_clips(tmp_path: Path, ffmpeg_exe: str) -> None:
+    """Three generated clips + a CSV -> `damo finetune` (real damo-tiny backbones, a few steps) -> a model
+    directory that load_damo accepts, whose per-time head localises."""
+    import subprocess
+
+    from damo_cli.model.load import load_damo
+    from damo_cli.training.finetune import finetune_folder
+
+    folder = tmp_path / "my-clips"
+    folder.mkdir()
+    rows = ["video,query,start,end"]
+    for i, (start, end) in enumerate([(1.0, 3.0), (2.0, 4.5), (0.5, 2.5)]):
+        name = f"clip{i}.mp4"
+        box = f"drawbox=x=20:y=20:w=40:h=40:color=red:t=fill:enable='between(t,{start},{end})'"
+        tone = f"aevalsrc='0.3*sin(2*PI*660*t)*between(t,{end},{end}+1)':s=16000:d=6"
+        subprocess.run(
+            [ffmpeg_exe, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+             "testsrc2=duration=6:size=160x96:rate=10", "-f", "lavfi", "-i", tone, "-vf", box, "-c:v", "libx264",
+             "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(folder / name)],
+            check=True,
+        )  # fmt: skip
+        rows += [f"{name},a red square,{start},{end}", f"{name},a high beep,{end},{end + 1}"]
+    (folder / "annotations.csv").write_text("\n".join(rows) + "\n")
+    out, notes = finetune_folder(folder, tmp_path / "tuned", align_steps=3, qa_steps=2, progress=False)
+    assert notes["videos"] == 3 and notes["queries"] == 6
+    assert (out / "card.toml").is_file() and (out / "weights.safetensors").is_file()
+    loaded = load_damo(out, llm=False)
+    assert loaded.trained and loaded.stage == 3
+
+
+# --------------------------------------------------------------------------------------------------- shipping
+
+
+def test_shipped_fp16_weights_load_by_card_and_are_verified(tmp_path: Path) -> None:
+    from damo_cli.cards import load_card, parse_card
+    from damo_cli.errors import ChecksumError
+    from damo_cli.model.checkpoint import save_checkpoint
+    from damo_cli.model.config import DamoConfig
+    from damo_cli.model.load import load_damo
+    from damo_cli.training.ship import ship
+
+    card_path = tmp_path / "damo-tiny.toml"
+    card_path.write_text(load_card("damo-tiny").path.read_text(encoding="utf-8").split("\n[weights]")[0])
+    card = parse_card(card_path)
+    torch.manual_seed(3)
+    model = DamoModel(DamoConfig.from_card(card))
+    save_checkpoint(model, tmp_path / "ckpt", 1, card)
+    info = ship(tmp_path / "ckpt", card_path, tmp_path / "damo-tiny")
+    assert info["bytes"] < 25e6 and 'path = "damo-tiny/weights.safetensors"' in card_path.read_text()
+    ship(tmp_path / "ckpt", card_path, tmp_path / "damo-tiny")  # shipping again replaces the table, once
+    assert card_path.read_text().count("[weights]") == 1
+    loaded = load_damo(str(card_path), llm=False)
+    assert loaded.trained and loaded.stage == 1
+    name = "time_head.step_proj.weight"
+    expected = dict(model.named_parameters())[name].detach().half().float()
+    assert torch.equal(dict(loaded.model.named_parameters())[name].detach(), expected)
+    weights = tmp_path / "damo-tiny" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ChecksumError, match="do not match model card"):
+        load_damo(str(card_path), llm=False)

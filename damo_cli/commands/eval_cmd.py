@@ -23,8 +23,8 @@ class DatasetChoice(StrEnum):
 
 
 def evaluate(
-    predictions: Path = typer.Option(
-        ...,
+    predictions: Path | None = typer.Option(
+        None,
         "--predictions",
         "-p",
         help="Predictions, JSON Lines: {qid, pred_relevant_windows: list of (start, end, score)} or {qid, answer}.",
@@ -45,8 +45,33 @@ def evaluate(
         False, "--strict", help="Fail if a GT query has no prediction (default: score it as a miss and report it)."
     ),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also score the trivial baselines."),
+    videos: Path | None = typer.Option(
+        None, "--videos", help="Run a model over this folder of videos (with --model) instead of reading predictions."
+    ),
+    model: str | None = typer.Option(None, "--model", help="Model to run: a card name (damo-tiny) or a model folder."),
+    llm: bool = typer.Option(True, "--llm/--no-llm", help="Model runs: also ask the LLM and parse its answers."),
+    device: str = typer.Option("auto", "--device", help="Model runs: auto, cpu, cuda, cuda:N or mps."),
+    save_predictions: Path | None = typer.Option(
+        None, "--save-predictions", help="Model runs: write each predictor's predictions (JSON Lines) here."
+    ),
 ) -> None:
-    """Score predictions against ground truth (R1@m, mIoU; QVHighlights mAP/HIT@1), beside trivial baselines."""
+    """Score predictions against ground truth (R1@m, mIoU; QVHighlights mAP/HIT@1), beside trivial baselines.
+
+    With --videos DIR --model NAME the model itself runs over the videos: grounding from its per-time head, the same
+    with transcript evidence for speech queries, and from its LLM's text answers (parse failures reported), all with
+    the baselines in one report.
+    """
+    if videos is not None or model is not None:
+        if videos is None or model is None:
+            from damo_cli.errors import EvaluationError
+
+            raise EvaluationError("a model run needs both --videos DIR and --model NAME")
+        _model_run(videos, gt, model, llm, device, seed, json_output, save_predictions)
+        return
+    if predictions is None:
+        from damo_cli.errors import EvaluationError
+
+        raise EvaluationError("give --predictions FILE, or --videos DIR with --model NAME")
     from damo_cli.evaluation.report import run_evaluation
 
     report = run_evaluation(predictions, gt, dataset.value, seed=seed, strict=strict, with_baselines=baselines)
@@ -94,3 +119,72 @@ def render(report: EvalReport, console: Console) -> None:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def _model_run(
+    videos: Path, gt: Path, model: str, llm: bool, device: str, seed: int, json_output: bool, save: Path | None
+) -> None:
+    from damo_cli.device import resolve_device
+    from damo_cli.evaluation.model_run import run_model
+    from damo_cli.evaluation.report import headline
+
+    console = Console(stderr=True)
+    with console.status("running the model") as status:
+
+        def progress(vid: str, done: int, total: int) -> None:
+            status.update(f"video {done}/{total} ({vid})")
+
+        run = run_model(videos, gt, model, resolve_device(device), with_llm=llm, seed=seed, progress=progress)
+    if save is not None:
+        save.mkdir(parents=True, exist_ok=True)
+        for name, rows in run.predictions.items():
+            path = save / f"predictions-{name.replace('+', '-')}.jsonl"
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    if json_output:
+        out = {name: report.to_json() for name, report in run.reports.items()}
+        out["per_kind"] = run.per_kind
+        out["llm_parse_failure_rate"] = run.parse_failure_rate
+        out["seconds"] = {k: round(v, 1) for k, v in run.timings.items()}
+        typer.echo(json.dumps(out, indent=2))
+        return
+    first = next(iter(run.reports.values()))
+    names = list(first.baselines)
+    out_console = Console()
+    table = Table(title=f"damo eval: model {model} on {first.coverage.queries} queries", title_justify="left")
+    table.add_column("metric")
+    for name in run.reports:
+        table.add_column(name, justify="right", style="bold")
+    for name in names:
+        table.add_column(name, justify="right", style="dim")
+    base = {name: headline(m) for name, m in first.baselines.items()}
+    rows = {name: report.headline() for name, report in run.reports.items()}
+    for key in first.headline():
+        table.add_row(key, *(f"{rows[n][key]:.2f}" for n in run.reports), *(_fmt(base[n].get(key)) for n in names))
+    out_console.print(table)
+    kinds = Table(title="R1@0.5 / mIoU per query kind", title_justify="left")
+    kinds.add_column("kind")
+    kinds.add_column("queries", justify="right")
+    for name in run.per_kind:
+        kinds.add_column(name, justify="right")
+    for kind, values in next(iter(run.per_kind.values())).items():
+        kinds.add_row(kind, str(values["n"]), *(
+            f"{run.per_kind[n][kind]['R1@0.5']:.1f} / {run.per_kind[n][kind]['mIoU']:.1f}" for n in run.per_kind
+        ))  # fmt: skip
+    out_console.print(kinds)
+    if run.parse_failure_rate is not None:
+        out_console.print(
+            f"LLM answers: {run.answers}, with no parsable moment: {run.parse_failures} "
+            f"({run.parse_failure_rate:.1f} %, scored as misses)", markup=False
+        )  # fmt: skip
+    proto = Table(title="protocol", title_justify="left", show_header=False, box=None, padding=(0, 1))
+    proto.add_column(style="cyan")
+    proto.add_column(overflow="fold")
+    source = run.reports.get("llm", first)
+    for label, value in source.protocol.rows():
+        proto.add_row(label, value)
+    proto.add_row("head decoder", "damo_cli.model.localize.localize (default settings), top-5")
+    proto.add_row("head+speech", "speech_moments on Whisper's transcript for '... say ...' queries, else head")
+    for name in names:
+        proto.add_row(f"baseline {name}", first.baseline_notes.get(name, ""))
+    proto.add_row("seconds", ", ".join(f"{k} {v:.0f}" for k, v in run.timings.items()))
+    out_console.print(proto)

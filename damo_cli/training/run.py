@@ -21,7 +21,7 @@ from damo_cli.model.checkpoint import MANIFEST_FILE, WEIGHTS_FILE, load_checkpoi
 from damo_cli.model.config import DamoConfig
 from damo_cli.model.damo import DamoModel
 from damo_cli.model.load import MODEL_DIR_CARD
-from damo_cli.training.datasets import TrainVideo, load_videos, lm_examples, read_annotations, resolve_videos
+from damo_cli.training.datasets import TrainVideo, lm_examples, load_videos, read_annotations, resolve_videos
 from damo_cli.training.features import FeatureExtractor
 from damo_cli.training.trainer import StageData, StageSettings, TextTable, Trainer, class_table
 
@@ -86,7 +86,9 @@ def split_long(video: TrainVideo, window: float, overlap: float) -> list[TrainVi
     return out
 
 
-def split_videos(videos: Sequence[TrainVideo], val_fraction: float, seed: int) -> tuple[list[TrainVideo], list[TrainVideo]]:
+def split_videos(
+    videos: Sequence[TrainVideo], val_fraction: float, seed: int
+) -> tuple[list[TrainVideo], list[TrainVideo]]:
     """Whole videos to validation (never queries of a training video), deterministic from the seed."""
     if not 0 <= val_fraction < 1:
         raise DataError("the validation fraction must be in [0, 1)")
