@@ -12,8 +12,8 @@ import warnings
 import typer
 
 from damo_cli import __version__
-from damo_cli.commands import data_cmds, eval_cmd, library_cmds, media_cmds, models_cmds, system_cmds
-from damo_cli.errors import DamoError, NotImplementedYetError
+from damo_cli.commands import data_cmds, eval_cmd, library_cmds, media_cmds, models_cmds, system_cmds, train_cmds
+from damo_cli.errors import DamoError
 
 app = typer.Typer(
     name="damo",
@@ -21,7 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,  # help texts show JSON like [[s, e]]: no markup parsing
 )
 
 
@@ -38,19 +38,11 @@ def _root(
     """Ask questions about your own videos and find the moments you ask for, offline."""
 
 
-def _later(verb: str, issue: str) -> None:
-    raise NotImplementedYetError(f"'damo {verb}' is not built yet ({issue}); see the README for what works today")
-
-
-@app.command()
-def finetune(folder: str = typer.Argument(..., help="Folder of clips with annotations.jsonl.")) -> None:
-    """Adapt the model to a folder of annotated clips. (not built yet)"""
-    _later("finetune", "the training milestone")
-
-
 app.command("ask")(library_cmds.ask)
 app.command("index")(library_cmds.index)
 app.command("search")(library_cmds.search)
+app.command("finetune")(train_cmds.finetune)
+app.command("train")(train_cmds.train)
 app.command("probe")(media_cmds.probe)
 app.command("transcribe")(media_cmds.transcribe)
 app.command("doctor")(system_cmds.doctor)

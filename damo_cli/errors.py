@@ -63,9 +63,3 @@ class StoreError(DamoError):
     """The library store cannot be used: held by another writer, damaged, or from a newer damo."""
 
     exit_code = 6
-
-
-class NotImplementedYetError(DamoError):
-    """A CLI verb that a later milestone builds."""
-
-    exit_code = 4

@@ -19,20 +19,26 @@ def damo(*args: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_every_verb():
     result = damo("--help")
     assert result.returncode == 0
-    for verb in ("ask", "index", "search", "finetune", "models", "doctor", "probe", "transcribe"):
+    for verb in (
+        "ask",
+        "index",
+        "search",
+        "finetune",
+        "train",
+        "eval",
+        "data",
+        "models",
+        "doctor",
+        "probe",
+        "transcribe",
+    ):
         assert verb in result.stdout
 
 
-@pytest.mark.parametrize(
-    ("verb", "args"),
-    [("ask", ["clip.mp4", "when?"]), ("index", ["."]), ("search", ["a door"]), ("finetune", ["."])],
-)
-def test_verbs_not_built_yet_say_so_and_fail(verb, args):
-    result = damo(verb, *args)
-    assert result.returncode == 4
-    assert "not built yet" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "Traceback" not in result.stderr
+@pytest.mark.parametrize("verb", ["ask", "index", "search", "finetune", "train", "eval", "data", "models", "doctor"])
+def test_every_verb_has_help(verb):
+    result = damo(verb, "--help")
+    assert result.returncode == 0 and "Usage" in result.stdout
 
 
 def test_bad_input_gives_one_line_and_no_traceback(tmp_path):
