@@ -27,14 +27,19 @@ def clustered_vectors(
     """(n x dim unit vectors, topics x dim topic directions)."""
     rng = np.random.default_rng(seed)
     topic_dirs = _unit(rng.standard_normal((topics, dim)))
-    parts, total = [], 0
-    while total < n:
+    out = np.empty((n, dim), dtype=np.float32)
+    step = np.float32(0.08 / np.sqrt(steps_per_video))
+    # float32 and in place: `damo bench` makes a million of these, and float64 temporaries doubled the time.
+    for lo in range(0, n, steps_per_video):
+        m = min(steps_per_video, n - lo)
         topic = topic_dirs[rng.integers(topics)]
-        video = _unit(topic + 0.7 * _unit(rng.standard_normal(dim)))
-        walk = np.cumsum(rng.standard_normal((steps_per_video, dim)) * 0.08, axis=0) / np.sqrt(steps_per_video)
-        parts.append(_unit(video + walk + 0.35 * _unit(rng.standard_normal((steps_per_video, dim)))))
-        total += steps_per_video
-    return np.concatenate(parts)[:n].astype(np.float32), topic_dirs
+        video = _unit(topic + 0.7 * _unit(rng.standard_normal(dim, dtype=np.float32)))
+        walk = np.cumsum(rng.standard_normal((steps_per_video, dim), dtype=np.float32), axis=0)[:m]
+        walk *= step
+        walk += np.float32(0.35) * _unit(rng.standard_normal((m, dim), dtype=np.float32))
+        walk += video
+        out[lo : lo + m] = _unit(walk)
+    return out, topic_dirs
 
 
 def text_like_queries(topic_dirs: np.ndarray, count: int, *, seed: int = 1) -> np.ndarray:
