@@ -34,7 +34,7 @@ def train(
     ),
     steps: int | None = typer.Option(None, "--steps", min=1, help="Optimiser steps (default per stage)."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Clips / conversations per step."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default: 5e-4 stage 1, 1e-4 after)."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default: 5e-4 stage 1, 2e-4 after)."),
     init: Path | None = typer.Option(
         None, "--init", help="Checkpoint to start from (default: the previous stage's final one in the run dir)."
     ),

@@ -17,7 +17,8 @@ turn the stage-1 head into moments. The decoder (`decode_curve`), in order:
 The defaults were tuned on the *training* split's validation videos (TRAINING.md), never on held-out data.
 
 `speech_moments(segments, query)` is the transcript's evidence for "when does someone say '...'": a quoted phrase
-(or the query's content words) matched against each transcript segment's words, fuzzily (ASR misspells).
+(or what follows "say") matched against each transcript segment's words, fuzzily (ASR misspells), answered with
+the segment (utterance) that holds it.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class LocalizeSettings:
-    smooth_sigma: float = 1.0  # Gaussian smoothing in steps (0: none)
-    threshold: float = 0.5  # fraction of the way from the curve's median to its max
+    smooth_sigma: float = 0.5  # Gaussian smoothing in steps (0: none)
+    threshold: float = 0.6  # fraction of the way from the curve's median to its max
     bridge_gap: int = 1  # runs separated by at most this many steps below thr are one moment
     extra_thresholds: tuple[float, ...] = (0.3, 0.7, 0.85)  # more candidates for top-k
     nms_iou: float = 0.6
@@ -196,19 +197,48 @@ def phrase_match(phrase: str, words: Sequence[str]) -> tuple[float, int, int]:
     return best
 
 
-def speech_moments(segments: Sequence[Any], query: str, min_score: float = 0.5) -> list[tuple[float, float, float]]:
-    """Transcript segments (objects with .start, .end, .text) whose words match the query's phrase, best first.
+PHRASE_SHARE = 0.5  # a phrase with fewer than half of its utterance's words is answered with its own words' times
 
-    The moment is the whole segment (an utterance between pauses): "when does someone say X" asks when that
-    sentence is said, and the segment's bounds are where speech starts and stops.
+
+def _word_items(seg: Any) -> list[tuple[float, float, str]]:
+    """(start, end, text) of a segment's words: objects with .start/.end/.text or (start, end, text) tuples."""
+    out = []
+    for w in getattr(seg, "words", None) or []:
+        start, end, text = (w.start, w.end, w.text) if hasattr(w, "start") else (w[0], w[1], w[2])
+        out.append((float(start), float(end), str(text)))
+    return out
+
+
+def _spoken(seg: Any, phrase: str) -> tuple[float, float, float]:
+    words = _word_items(seg)
+    tokens, owner = [], []
+    for index, (_, _, text) in enumerate(words):
+        for token in _words(text):
+            tokens.append(token)
+            owner.append(index)
+    if not tokens:
+        score, _, _ = phrase_match(phrase, _words(getattr(seg, "text", "")))
+        return float(seg.start), float(seg.end), score
+    score, first, last = phrase_match(phrase, tokens)
+    if (last - first + 1) >= PHRASE_SHARE * len(tokens):
+        return float(seg.start), float(seg.end), score
+    return words[owner[first]][0], words[owner[last]][1], score
+
+
+def speech_moments(segments: Sequence[Any], query: str, min_score: float = 0.5) -> list[tuple[float, float, float]]:
+    """Transcript segments (with .start, .end, .text, optionally word times) matching the query's phrase, best first.
+
+    "When does someone say X" asks when X is said. When X is most of an utterance (a segment, speech between
+    pauses) the answer is the utterance; when it is a small part of a long one, the span of its own words. (Word
+    times are not used for the edges of whole utterances: faster-whisper folds a pause into the next word.)
     """
     phrase = quoted_phrase(query)
     if not phrase:
         return []
     out = []
     for seg in segments:
-        score, _, _ = phrase_match(phrase, _words(getattr(seg, "text", "")))
+        start, end, score = _spoken(seg, phrase)
         if score >= min_score:
-            out.append((float(seg.start), float(seg.end), score))
+            out.append((start, end, score))
     out.sort(key=lambda m: -m[2])
     return out
