@@ -12,9 +12,10 @@ Per stage (what the model is asked, all labels from annotations or construction,
    a caption of the whole clip (the source descriptions in order) for the clip embedding.
 2. representation bridging: "what is shown / what appears on screen / what do you hear / what is said?" with
    answers written from the construction record (composed data only).
-3. temporal perception: "when ...?" -> "From 12.0 s to 15.5 s." (format_moments), one question per example.
-4. dialogue: 2-3 grounded turns about one video in one conversation; dialogues from `damo data augment`
-   (`dialogues.jsonl`) are used when the folder has them.
+3. temporal perception: "when ...?" -> "From 12.0 s to 15.5 s." (format_moments), one question per example, plus
+   the single-turn items of `damo data augment` ("how long", "what happens at") when the folder has them;
+4. dialogue: 2-3 grounded turns about one video in one conversation, plus the augmented multi-turn dialogues.
+Augmented items are read from `augmented.jsonl` (or `dialogues.jsonl`) in the data folder.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class TrainVideo:
     captions: list[str] = field(default_factory=list)  # whole-clip descriptions (stage 1 clip embedding)
     transcript: list[tuple[float, float, str]] = field(default_factory=list)  # what the prompt shows
     plan: dict[str, Any] | None = None
-    dialogues: list[list[tuple[str, str]]] = field(default_factory=list)
+    dialogues: list[list[tuple[str, str]]] = field(default_factory=list)  # from `damo data augment`
     features: Any = None  # training.features.VideoFeatures
     window: tuple[float, float] | None = None  # a long video's clip: the inference window it stands for
 
@@ -260,7 +261,7 @@ def load_videos(folder: Path, rows: Sequence[Annotation], found: dict[str, tuple
     """Group rows by video; attach construction records, captions, transcripts and dialogues where present."""
     plans = _read_jsonl_by_vid(folder / "videos.jsonl")
     transcripts = _read_jsonl_by_vid(folder / "transcripts.jsonl")
-    dialogues = _read_dialogues(folder / "dialogues.jsonl")
+    dialogues = _read_dialogues(folder)
     descriptions = _footage_descriptions() if plans else {}
     videos: dict[str, TrainVideo] = {}
     for row in rows:
@@ -292,19 +293,27 @@ def load_videos(folder: Path, rows: Sequence[Annotation], found: dict[str, tuple
     return list(videos.values())
 
 
-def _read_dialogues(path: Path) -> dict[str, list[list[tuple[str, str]]]]:
-    """`damo data augment` dialogues: {"vid", "turns": [{"role", "content"}, ...]} per line (ignored if malformed)."""
+AUGMENTED_FILES = ("augmented.jsonl", "dialogues.jsonl")
+
+
+def _read_dialogues(folder: Path) -> dict[str, list[list[tuple[str, str]]]]:
+    """`damo data augment` items of the folder: {"vid", "turns": [{"role", "content"}, ...]} per line; malformed
+    lines and conversations that do not alternate user / assistant are skipped."""
     out: dict[str, list[list[tuple[str, str]]]] = {}
-    if not path.is_file():
-        return out
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            obj = json.loads(line)
-            turns = [(t["role"], t["content"]) for t in obj["turns"]]
-        except (json.JSONDecodeError, KeyError, TypeError):
+    for name in AUGMENTED_FILES:
+        path = folder / name
+        if not path.is_file():
             continue
-        if turns and turns[0][0] == "user" and turns[-1][0] == "assistant":
-            out.setdefault(obj["vid"], []).append(turns)
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                obj = json.loads(line)
+                turns = [(str(t["role"]), str(t["content"])) for t in obj["turns"]]
+                vid = str(obj["vid"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+            roles = [role for role, _ in turns]
+            if turns and len(turns) % 2 == 0 and roles == ["user", "assistant"] * (len(turns) // 2):
+                out.setdefault(vid, []).append(turns)
     return out
 
 
@@ -430,9 +439,9 @@ def lm_examples(videos: Sequence[TrainVideo], stage: int, seed: int) -> list[LME
         elif stage == 3:
             for q in video.queries:
                 out.append(LMExample(index, [("user", as_question(q.query)), ("assistant", answer_for(q.windows))]))
+            out.extend(LMExample(index, turns) for turns in video.dialogues if len(turns) == 2)
         elif stage == 4:
-            for turns in video.dialogues:
-                out.append(LMExample(index, turns))
+            out.extend(LMExample(index, turns) for turns in video.dialogues if len(turns) > 2)
             queries = list(video.queries)
             order = [int(i) for i in rng.permutation(len(queries))]
             for start in range(0, len(order) - 1, 3):
