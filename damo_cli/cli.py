@@ -12,7 +12,16 @@ import warnings
 import typer
 
 from damo_cli import __version__
-from damo_cli.commands import data_cmds, eval_cmd, library_cmds, media_cmds, models_cmds, system_cmds, train_cmds
+from damo_cli.commands import (
+    bench_cmd,
+    data_cmds,
+    eval_cmd,
+    library_cmds,
+    media_cmds,
+    models_cmds,
+    system_cmds,
+    train_cmds,
+)
 from damo_cli.errors import DamoError
 
 app = typer.Typer(
@@ -47,6 +56,7 @@ app.command("probe")(media_cmds.probe)
 app.command("transcribe")(media_cmds.transcribe)
 app.command("doctor")(system_cmds.doctor)
 app.command("eval")(eval_cmd.evaluate)
+app.command("bench")(bench_cmd.bench)
 app.add_typer(models_cmds.app, name="models")
 app.add_typer(data_cmds.app, name="data")
 
