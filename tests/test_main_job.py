@@ -32,14 +32,22 @@ def iou(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 @pytest.fixture(scope="module")
 def footage(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Three composed videos with known events, a folder with spaces and unicode, and four bad files."""
+    """Three composed videos with known events in a folder with a space and unicode, and four files that fail."""
+    import imageio_ffmpeg
+
     root = tmp_path_factory.mktemp("videos")
-    composed = compose_dataset(root / "composed set", 3, "train", seed=11)
+    composed = compose_dataset(root / "composed set ü", 3, "train", seed=11)
     (root / "notes.mp4").write_text("this is a text file, not a video")
     (root / "empty.mp4").write_bytes(b"")
     source = next((composed / "videos").glob("*.mp4"))
     data = source.read_bytes()
     (root / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    # An MP4 with sound and no picture: not an error for `probe`, but nothing to index.
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(source), "-vn", "-c:a", "aac",
+         str(root / "speech only.mp4")],
+        check=True,
+    )  # fmt: skip
     return root
 
 
@@ -52,7 +60,7 @@ def library(footage: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _annotations(footage: Path) -> list[dict]:
-    lines = (footage / "composed set" / "annotations.jsonl").read_text().splitlines()
+    lines = (footage / "composed set ü" / "annotations.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
 
 
@@ -61,11 +69,12 @@ def test_index_stores_the_videos_and_reports_each_bad_file_in_one_line(footage, 
     report = json.loads(again.stdout)
     assert report["indexed"] == 0 and report["skipped"] == 3  # the second run re-encodes nothing
     failed = {Path(f["path"]).name: f["error"] for f in report["failed"]}
-    assert set(failed) == {"notes.mp4", "empty.mp4", "truncated.mp4"}
+    assert set(failed) == {"notes.mp4", "empty.mp4", "truncated.mp4", "speech only.mp4"}
+    assert "no video stream" in failed["speech only.mp4"]
     for name, error in failed.items():
         assert name in error and "\n" not in error
     stats = json.loads(damo("index", "--stats", "--json", "--library", str(library)).stdout)
-    assert stats["videos"] == 3 and stats["failures"] == 3
+    assert stats["videos"] == 3 and stats["failures"] == 4
 
 
 def test_search_finds_spoken_events_at_the_right_time(footage, library):
@@ -144,20 +153,20 @@ def test_ask_rejects_bad_input_in_one_line(tmp_path):
 def test_a_second_concurrent_index_is_refused_and_a_killed_one_resumes(footage, tmp_path):
     lib = tmp_path / "lib"
     first = subprocess.Popen(
-        [sys.executable, "-m", "damo_cli", "index", str(footage / "composed set"), "--library", str(lib)],
+        [sys.executable, "-m", "damo_cli", "index", str(footage / "composed set ü"), "--library", str(lib)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     lock = lib / "library.lock"
     deadline = time.time() + 120
     while time.time() < deadline and not (lock.is_file() and lock.read_text().strip() == str(first.pid)):
         time.sleep(0.2)
-    second = damo("index", str(footage / "composed set"), "--library", str(lib))
+    second = damo("index", str(footage / "composed set ü"), "--library", str(lib))
     assert second.returncode == 6, second.stderr
     assert "another damo index is running" in second.stderr and len(second.stderr.strip().splitlines()) == 1
     # Now kill the first one hard, mid-run, and run again: the library is consistent and complete.
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
-    rerun = damo("index", str(footage / "composed set"), "--library", str(lib), "--json")
+    rerun = damo("index", str(footage / "composed set ü"), "--library", str(lib), "--json")
     assert rerun.returncode == 0, rerun.stderr
     report = json.loads(rerun.stdout)
     assert report["indexed"] + report["skipped"] == 3 and not report["failed"]
@@ -167,7 +176,7 @@ def test_a_second_concurrent_index_is_refused_and_a_killed_one_resumes(footage, 
 
 def test_a_damaged_store_is_explained_and_rebuilt_with_one_command(footage, tmp_path):
     lib = tmp_path / "lib"
-    one = footage / "composed set" / "videos"
+    one = footage / "composed set ü" / "videos"
     assert damo("index", str(one), "--library", str(lib)).returncode == 0
     db = lib / "library.db"
     with open(db, "r+b") as handle:
