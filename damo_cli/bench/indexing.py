@@ -6,8 +6,8 @@ Three runs over the same clip, with the same loaded model:
 - naive: the very same `Indexer.run`, except that frames come from decoding every frame of the file (each converted
   to RGB at full size, as "read all frames, then subsample" code does) and keeping those at the model's sampling
   times. Only the frame source differs, so the ratio is what windowed, seek-based sampling buys;
-- decode-only floor: `sample_frames` of exactly the frames damo's windows ask for (same windows, fps, size), with no
-  encoding, fusing, transcription or storing: no indexer that decodes this way can be faster.
+- decode-only floor: a `FrameReader` sampling exactly the frames damo's windows ask for (same windows, fps, size),
+  with no encoding, fusing, transcription or storing: no indexer that decodes this way can be faster.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 
 from damo_cli.bench.homes import fresh_home, run_cli, using_home
 from damo_cli.bench.report import Figure, span, stopwatch
-from damo_cli.media import FrameBatch, probe, sample_frames
+from damo_cli.media import FrameBatch, FrameReader, probe
 from damo_cli.model.damo import plan_windows
 from damo_cli.pipeline import analyse as analyse_module
 from damo_cli.pipeline.indexer import Indexer
@@ -32,7 +32,7 @@ _EPS = 1e-4
 
 
 class DecodeEverything:
-    """A drop-in for `sample_frames` that decodes and converts every frame of the file once, keeps one frame per
+    """A drop-in for `FrameReader` that decodes and converts every frame of the file once, keeps one frame per
     sampling step (the latest frame shown at each multiple of 1/fps), then serves windows from memory."""
 
     def __init__(self) -> None:
@@ -40,26 +40,36 @@ class DecodeEverything:
         self.times: np.ndarray | None = None
         self.fps: float | None = None
         self.decoded = 0  # frames decoded and converted: the work the naive way pays for
+        self._path: Path | None = None
+        self._size: tuple[int, int] | None = None
 
-    def __call__(
-        self,
-        path: str | Path,
-        *,
-        fps: float | None = None,
-        num_frames: int | None = None,
-        start: float = 0.0,
-        end: float | None = None,
-        size: tuple[int, int] | None = None,
+    def __call__(self, path: str | Path, *, size: tuple[int, int] | None = None) -> DecodeEverything:
+        """Open `path` as `FrameReader(path, size=...)` would (the analyser's constructor call)."""
+        self._path, self._size = Path(path), size
+        return self
+
+    def sample(
+        self, *, fps: float | None = None, num_frames: int | None = None, start: float = 0.0, end: float | None = None
     ) -> FrameBatch:
         if fps is None or num_frames is not None:
             raise ValueError("the naive frame source serves fixed-rate sampling only, as the indexer uses")
         if self.frames is None:
-            self._decode_all(Path(path), fps, size)
+            assert self._path is not None, "call the source with a path first, as FrameReader(path)"
+            self._decode_all(self._path, fps, self._size)
         assert self.frames is not None and self.times is not None and self.fps == fps
         hi = len(self.frames) / fps if end is None else min(end, len(self.frames) / fps)
         count = max(1, int(np.ceil((hi - start) * fps - 1e-9)))
         steps = np.clip(np.rint((start + np.arange(count) / fps) * fps).astype(int), 0, len(self.frames) - 1)
         return FrameBatch(frames=self.frames[steps], timestamps=self.times[steps])
+
+    def close(self) -> None:
+        """Nothing to release: the decoded frames stay for the next window, as the naive way keeps them."""
+
+    def __enter__(self) -> DecodeEverything:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _decode_all(self, path: Path, fps: float, size: tuple[int, int] | None) -> None:
         kept, times = [], []
@@ -96,13 +106,13 @@ def _resized(img: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
 
 @contextmanager
 def frames_from(source: object) -> Iterator[None]:
-    """Swap the analyser's frame sampler for `source` while the block runs: the one place the naive run differs."""
-    original = analyse_module.sample_frames
-    analyse_module.sample_frames = source  # type: ignore[assignment]
+    """Swap the analyser's frame reader for `source` while the block runs: the one place the naive run differs."""
+    original = analyse_module.FrameReader
+    analyse_module.FrameReader = source  # type: ignore[assignment,misc]
     try:
         yield
     finally:
-        analyse_module.sample_frames = original
+        analyse_module.FrameReader = original
 
 
 def _index_once(indexer: Indexer, clip: Path, library_dir: Path, home: Path) -> float:
@@ -126,8 +136,9 @@ def decode_only_seconds(indexer: Indexer, clip: Path) -> tuple[float, int]:
     frames = 0
     with stopwatch() as took:
         duration = probe(clip).duration
-        for start, end in plan_windows(duration, analyser.window, analyser.overlap):
-            frames += len(sample_frames(clip, fps=analyser.fps, start=start, end=end, size=analyser.frame_size))
+        with FrameReader(clip, size=analyser.frame_size) as reader:  # opened once, as the analyser does
+            for start, end in plan_windows(duration, analyser.window, analyser.overlap):
+                frames += len(reader.sample(fps=analyser.fps, start=start, end=end))
     return took(), frames
 
 
@@ -137,6 +148,8 @@ def index_throughput(indexer: Indexer, clip: Path, clip_info: dict, work: Path, 
     naive = DecodeEverything()
     with frames_from(naive):
         naive_s = _index_once(indexer, clip, work / "lib-naive", fresh_home(work, "home-naive", user_cache))
+    if naive.decoded == 0:  # the analyser no longer reads frames through the swapped name: the baseline is void
+        raise RuntimeError("the naive frame source was never used; the bench would compare damo with itself")
     decode_s, sampled = decode_only_seconds(indexer, clip)
     detail = {
         **clip_info,

@@ -5,12 +5,13 @@ no decoder exception or native log line reaches the user.
 """
 
 from damo_cli.media.audio import AudioWindow, iter_audio_windows, load_audio
-from damo_cli.media.frames import FrameBatch, iter_frame_windows, sample_frames
+from damo_cli.media.frames import FrameBatch, FrameReader, iter_frame_windows, sample_frames
 from damo_cli.media.probe import MediaInfo, probe
 
 __all__ = [
     "AudioWindow",
     "FrameBatch",
+    "FrameReader",
     "MediaInfo",
     "iter_audio_windows",
     "iter_frame_windows",

@@ -58,13 +58,53 @@ def sample_frames(
     One frame per target time, in time order; when targets are denser than the video's frames the same frame (and
     timestamp) repeats, so `num_frames` always gives exactly that many. `size=(width, height)` resizes the output.
     """
+    with FrameReader(path, size=size) as reader:
+        return reader.sample(fps=fps, num_frames=num_frames, start=start, end=end)
+
+
+class FrameReader:
+    """One video, opened once, sampled over many time ranges (the windows of a long video, in any order).
+
+    Opening is the expensive part on long files: decord indexes every frame (measured on a 30-minute 720p file:
+    ~2 s and ~0.5 GB per open), so a reader per window would pay that once per window.
+    """
+
+    def __init__(self, path: str | Path, *, size: tuple[int, int] | None = None) -> None:
+        self._path = path
+        self._pr = _video_probe(path)
+        self._out = _output_size(self._pr, size)
+        self._sampler: _Sampler | None = None  # opened on the first sample
+
+    def sample(
+        self, *, fps: float | None = None, num_frames: int | None = None, start: float = 0.0, end: float | None = None
+    ) -> FrameBatch:
+        """Frames of [start, end), as `sample_frames` gives them."""
+        targets = _targets(self._pr, fps, num_frames, start, end)
+        if self._sampler is None:
+            self._sampler = _open_sampler(self._path, self._pr, self._out)
+        batch, self._sampler = _sample_with_fallback(self._sampler, self._path, self._pr, self._out, targets)
+        return batch
+
+    def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.close()
+            self._sampler = None
+
+    def __enter__(self) -> FrameReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _targets(pr: Probe, fps: float | None, num_frames: int | None, start: float, end: float | None) -> np.ndarray:
+    """The times to sample in [start, end): every 1/fps seconds, or the centres of num_frames equal segments."""
     if (fps is None) == (num_frames is None):
         raise ValueError("give exactly one of fps= or num_frames=")
     if fps is not None and not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
     if num_frames is not None and num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}")
-    pr = _video_probe(path)
     assert pr.video_end is not None and pr.video_start is not None
     lo = max(0.0, float(start))
     hi = pr.video_end if end is None else min(float(end), pr.video_end)
@@ -74,17 +114,9 @@ def sample_frames(
         raise ValueError(f"empty time range: start={start:g} s, end={end:g} s")
     if fps is not None:
         count = max(1, int(np.ceil((hi - lo) * fps - 1e-9)))
-        targets = lo + np.arange(count, dtype=np.float64) / fps
-    else:
-        assert num_frames is not None
-        targets = lo + (np.arange(num_frames, dtype=np.float64) + 0.5) * (hi - lo) / num_frames
-    out_size = _output_size(pr, size)
-    sampler = _open_sampler(path, pr, out_size)
-    try:
-        batch, sampler = _sample_with_fallback(sampler, path, pr, out_size, targets)
-    finally:
-        sampler.close()
-    return batch
+        return lo + np.arange(count, dtype=np.float64) / fps
+    assert num_frames is not None
+    return lo + (np.arange(num_frames, dtype=np.float64) + 0.5) * (hi - lo) / num_frames
 
 
 def iter_frame_windows(
@@ -337,6 +369,8 @@ class _AVSampler:
         """Seek when a keyframe lies between what is decoded and t: decoding from it skips work. Without a
         keyframe index (e.g. MPEG-TS), seek across gaps longer than a typical group of pictures."""
         here = self._cur[1] if self._cur else None
+        if here is not None and t < here - _EPS:
+            return True  # back in time (an overlapping window): decoding only ever moves forward
         if self._next is not None and self._next[1] > t + _EPS:
             return False
         if here is None:

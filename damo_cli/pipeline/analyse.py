@@ -22,7 +22,7 @@ from damo_cli.encoders.audio import TranscriptSegment, WhisperBackbone
 from damo_cli.encoders.text import TextEncoder
 from damo_cli.encoders.visual import VisualEncoder
 from damo_cli.errors import NoVideoStreamError
-from damo_cli.media import iter_audio_windows, load_audio, probe, sample_frames
+from damo_cli.media import FrameReader, iter_audio_windows, load_audio, probe
 from damo_cli.model.damo import ClipFeatures, DamoModel, ownership, plan_windows
 from damo_cli.pipeline.bridge import bridge_vectors, class_text_embeddings
 
@@ -94,21 +94,22 @@ class Analyser:
             raise NoVideoStreamError(f"{path}: no video stream (an audio-only file)")
         plan = plan_windows(info.duration, self.window, self.overlap)
         spans, fused, bridge, fusion, windows = [], [], [], [], []
-        for (start, end), (own_from, own_to) in zip(plan, ownership(plan), strict=True):
-            piece = self._window(path, start, end, info.has_audio)
-            if piece is None:
-                continue
-            out, probs, frame_times = piece
-            times = out.step_times[0].cpu()
-            keep = out.step_mask[0].cpu() & (times >= own_from) & (times < own_to)
-            step_spans = out.step_spans[0].cpu()[keep].double().numpy()
-            spans.append(step_spans)
-            fused.append(_numpy(out.step_embeddings[0].cpu()[keep]))
-            bridge.append(self._bridge(step_spans, probs, frame_times))
-            fusion.append(_numpy(out.fusion_tokens[0]))
-            windows.append((start, end))
-            if on_progress:
-                on_progress(min(1.0, end / max(info.duration, 1e-6)))
+        with FrameReader(path, size=self.frame_size) as frames:  # opened once for all windows
+            for (start, end), (own_from, own_to) in zip(plan, ownership(plan), strict=True):
+                piece = self._window(frames, path, start, end, info.has_audio)
+                if piece is None:
+                    continue
+                out, probs, frame_times = piece
+                times = out.step_times[0].cpu()
+                keep = out.step_mask[0].cpu() & (times >= own_from) & (times < own_to)
+                step_spans = out.step_spans[0].cpu()[keep].double().numpy()
+                spans.append(step_spans)
+                fused.append(_numpy(out.step_embeddings[0].cpu()[keep]))
+                bridge.append(self._bridge(step_spans, probs, frame_times))
+                fusion.append(_numpy(out.fusion_tokens[0]))
+                windows.append((start, end))
+                if on_progress:
+                    on_progress(min(1.0, end / max(info.duration, 1e-6)))
         if not spans:
             raise NoVideoStreamError(f"{path}: no decodable frames")
         transcript = self._transcribe(path) if (transcribe and info.has_audio) else []
@@ -124,8 +125,8 @@ class Analyser:
             transcript=transcript,
         )
 
-    def _window(self, path: Path, start: float, end: float, has_audio: bool):  # noqa: ANN202 - private tuple
-        batch = sample_frames(path, fps=self.fps, start=start, end=end, size=self.frame_size)
+    def _window(self, frames: FrameReader, path: Path, start: float, end: float, has_audio: bool):  # noqa: ANN202
+        batch = frames.sample(fps=self.fps, start=start, end=end)
         if len(batch) == 0:
             return None
         visual = self.visual.encode(batch.frames)
