@@ -189,11 +189,14 @@ def phrase_match(phrase: str, words: Sequence[str]) -> tuple[float, int, int]:
     span = len(target) + 2  # allow an inserted or split word
     for first in range(len(words)):
         window = words[first : first + span]
-        sims = np.array([max((_similar(t, w) for w in window), default=0.0) for t in target])
-        sims = np.where(sims >= 0.75, sims, 0.0)
-        score = float((sims * weights).sum() / weights.sum())
+        table = np.array([[_similar(t, w) for w in window] for t in target])  # (phrase words, window words)
+        sims = table.max(axis=1)
+        matched = sims >= 0.75
+        score = float((np.where(matched, sims, 0.0) * weights).sum() / weights.sum())
         if score > best[0] + 1e-9:
-            best = (score, first, min(first + len(target), len(words)) - 1)
+            # the span of the words that matched, not of the window: a window may begin with words before the phrase
+            where = table.argmax(axis=1)[matched]
+            best = (score, first + int(where.min()), first + int(where.max()))
     return best
 
 

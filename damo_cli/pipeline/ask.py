@@ -1,9 +1,10 @@
 """`damo ask`: the answer to a question about one video, with the moments that support it.
 
 Moments come from the per-time evidence (DaMO's per-time head when trained, the zero-shot bridge, and transcript lines
-matched by meaning), combined into one score per step and merged into stretches. The answer text comes from the LLM:
-with trained weights, DaMO's soft prompt + transcript + question; without them, the transcript and the best moments
-as plain text (the random fusion weights would only confuse it).
+matched by meaning), combined into one score per step and merged into stretches. A "when" question is answered from
+that evidence (the best moment and what is said in it); other questions by the LLM: with trained weights, DaMO's soft
+prompt + transcript + question; without them, the transcript and the best moments as plain text (random fusion
+weights would only confuse it).
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from damo_cli.encoders.audio import TranscriptSegment
-from damo_cli.model.localize import localize, phrase_match, quoted_phrase
+from damo_cli.model.localize import localize, speech_moments
 from damo_cli.pipeline.analyse import Analyser, VideoAnalysis
 from damo_cli.pipeline.search import CALIBRATION
 from damo_cli.store import Moment, merge_hits
@@ -54,45 +54,14 @@ def question_to_query(question: str) -> str:
     return query or question
 
 
-def phrase_span(segment: TranscriptSegment, phrase: str) -> tuple[float, float]:
-    """The words of a transcript line that say `phrase`, or the whole line when they are not found.
-
-    The phrase's words are aligned in order against the spoken words, from every possible first word, allowing
-    up to two extra or misheard words between matches; the alignment matching most phrase words wins (ties: the
-    tightest). It must match at least half of the phrase to narrow the line.
-    """
-    spoken = [(w, _norm(w.text)) for w in segment.words if _norm(w.text)]
-    target = [_norm(t) for t in phrase.split() if _norm(t)]
-    best: tuple[int, float, int, int] | None = None  # (matches, -length, first, last)
-    for start in range(len(spoken)):
-        matched, position, first, last = 0, start, None, None
-        for word in target:
-            for offset in range(3):  # the word itself, or one of the next two (insertions, mishearings)
-                k = position + offset
-                if k < len(spoken) and _same(spoken[k][1], word):
-                    first = k if first is None else first
-                    last, position, matched = k, k + 1, matched + 1
-                    break
-        if first is not None and last is not None:
-            candidate = (matched, -(last - first), first, last)
-            best = candidate if best is None or candidate[:2] > best[:2] else best
-    if best is None or best[0] < len(target) / 2:
-        return segment.start, segment.end
-    return spoken[best[2]][0].start, spoken[best[3]][0].end
-
-
-def _norm(text: str) -> str:
-    return text.lower().strip(" .,!?;:\"'")
-
-
-def _same(a: str, b: str) -> bool:
-    return a == b or phrase_match(a, [b])[0] > 0  # phrase_match's fuzzy word similarity (>= 0.75)
-
-
 def find_moments(
     analysis: VideoAnalysis, query: str, query_vector: np.ndarray, speech_vectors: np.ndarray, trained: bool
 ) -> list[tuple[float, float, float]]:
-    """Ranked (start, end, score) from every channel, scored on the same calibration as `damo search`."""
+    """Ranked (start, end, score): the words of a phrase the question asks about, when the transcript has them;
+    otherwise every channel, scored on the same calibration as `damo search`."""
+    spoken = speech_moments(analysis.transcript, query)  # "when does someone say X": X's own words, timed by Whisper
+    if spoken:
+        return spoken[:MAX_MOMENTS]
     spans = analysis.step_spans
     evidence: list[Moment] = []
     if trained:  # the per-time head: decoded into moments, each scored by its best cosine
@@ -108,10 +77,8 @@ def find_moments(
         ]
         evidence += merge_hits(steps, margin=0.05)[:3]
     lines = [seg for seg in analysis.transcript if seg.text.strip()]
-    phrase = quoted_phrase(query) or query
     for seg, cosine in zip(lines, speech_vectors @ query_vector if len(lines) else [], strict=True):
-        start, end = phrase_span(seg, phrase)
-        evidence.append(Moment(0, analysis.path, start, end, CALIBRATION["speech"](float(cosine)), "speech"))
+        evidence.append(Moment(0, analysis.path, seg.start, seg.end, CALIBRATION["speech"](float(cosine)), "speech"))
     evidence = sorted((m for m in evidence if m.score > 0), key=lambda m: -m.score)
     if not evidence:
         return []
@@ -144,6 +111,11 @@ def _generate(
 
     model = analyser.model
     transcript = [TranscriptLine(s.start, s.end, s.text) for s in analysis.transcript if s.text.strip()]
+    if is_temporal(question):
+        # Measured on the held-out composed split (models/damo-tiny/TRAINING.md): the evidence (per-time head +
+        # word-aligned transcript) reaches R1@0.5 62 where the tiny LLM's own stated times reach 10, so a "when"
+        # question is answered from the evidence; the LLM answers the other questions.
+        return evidence_answer(analysis, moments)
     if model.trained:
         from damo_cli.model.load import load_damo
 
@@ -153,8 +125,6 @@ def _generate(
         with torch.inference_mode():
             prompt = damo.soft_prompt(fusion[None], spans[None])
             return damo.generate(prompt, [Conversation.ask(question, transcript)]).texts[0].strip()
-    if is_temporal(question):
-        return evidence_answer(analysis, moments)
     llm, tokenizer = load_llm(model.card.backbone("llm"), device)
     context = []
     if transcript:
