@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -227,6 +229,15 @@ def test_speech_moments_match_quoted_phrases_fuzzily() -> None:
     assert speech_moments(segments, "when is 'the train is running late' said?") == []
 
 
+def test_a_short_phrase_in_a_long_utterance_is_timed_by_its_own_words() -> None:
+    text = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
+    words = [(0.3 + 0.5 * i, 0.7 + 0.5 * i, w) for i, w in enumerate(text.split())]  # word i spoken from 0.3 + 0.5 i s
+    segment = SimpleNamespace(start=0.3, end=11.0, text=text, words=words)
+    (start, end, score), *_ = speech_moments([segment], "when does he say 'ask not what your country'?")
+    # the words before the phrase ("fellow americans") fit in the same search window but are not part of it
+    assert (start, end) == (2.8, 5.2) and score == 1.0  # "ask" .. "country"
+
+
 # --------------------------------------------------------------------------------------------------- annotations
 
 
@@ -413,8 +424,13 @@ def test_shipped_fp16_weights_load_by_card_and_are_verified(tmp_path: Path) -> N
     torch.manual_seed(3)
     model = DamoModel(DamoConfig.from_card(card))
     save_checkpoint(model, tmp_path / "ckpt", 1, card)
-    info = ship(tmp_path / "ckpt", card_path, tmp_path / "damo-tiny")
-    assert info["bytes"] < 25e6 and 'path = "damo-tiny/weights.safetensors"' in card_path.read_text()
+    cli = [sys.executable, "-m", "damo_cli", "models", "ship"]
+    shipped = subprocess.run([*cli, str(tmp_path / "ckpt"), "--card", str(card_path)], capture_output=True, text=True)
+    assert shipped.returncode == 0, shipped.stderr
+    assert (tmp_path / "damo-tiny" / "weights.safetensors").stat().st_size < 25e6
+    assert 'path = "damo-tiny/weights.safetensors"' in card_path.read_text()
+    not_a_checkpoint = subprocess.run([*cli, str(tmp_path), "--card", str(card_path)], capture_output=True, text=True)
+    assert not_a_checkpoint.returncode != 0 and len(not_a_checkpoint.stderr.strip().splitlines()) == 1
     ship(tmp_path / "ckpt", card_path, tmp_path / "damo-tiny")  # shipping again replaces the table, once
     assert card_path.read_text().count("[weights]") == 1
     loaded = load_damo(str(card_path), llm=False)
@@ -431,7 +447,6 @@ def test_shipped_fp16_weights_load_by_card_and_are_verified(tmp_path: Path) -> N
 @pytest.mark.slow
 def test_a_speech_moment_is_found_in_real_recorded_speech(tmp_path: Path, ffmpeg_exe: str) -> None:
     """JFK's recorded speech placed 7 s into a video: the transcript channel finds when the phrase is said."""
-    import subprocess
 
     from damo_cli.cards import load_card
     from damo_cli.evaluation.grounding import temporal_iou

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Model cards: list them, show one, prepare derived weights.")
+app = typer.Typer(help="Model cards: list them, show one, prepare derived weights, ship trained weights.")
 
 
 @app.callback(invoke_without_command=True)
@@ -142,3 +143,26 @@ def info(
     for stage, count in report.trainable_by_stage.items():
         counts.add_row(f"trainable in stage {stage}", f"{count:,}")
     console.print(counts)
+
+
+@app.command("ship")
+def ship_weights(
+    checkpoint: Path = typer.Argument(..., help="A training checkpoint folder (weights.safetensors + manifest.json)."),
+    card: Path = typer.Option(..., "--card", help="Card TOML to point at them (models/damo-tiny.toml)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder for the fp16 weights (default: beside the card, named after it)."
+    ),
+) -> None:
+    """Write a checkpoint's trainable tensors as fp16 safetensors beside a card, with their sha256 in its [weights]."""
+    from damo_cli.errors import ModelError
+    from damo_cli.model.checkpoint import read_manifest
+    from damo_cli.training.ship import ship
+
+    if not card.is_file() or card.suffix != ".toml":
+        raise ModelError(f"--card must be a model card .toml file: {card}")
+    read_manifest(checkpoint)  # a clear error for a folder that is not a checkpoint
+    info = ship(checkpoint, card, out or card.with_suffix(""))
+    typer.echo(
+        f"{info['tensors']} tensors, {info['parameters']:,} parameters, {info['bytes'] / 1e6:.1f} MB fp16 -> "
+        f"{info['weights']} (sha256 {info['sha256'][:12]}… in {card.name})"
+    )

@@ -59,6 +59,8 @@ def ship(checkpoint: Path, card_path: Path, out_dir: Path, extra: dict[str, Any]
     )
     with atomic_path(out_dir / MANIFEST_FILE) as tmp:
         tmp.write_text(manifest.to_json(), encoding="utf-8")
+    for path in (weights, out_dir / MANIFEST_FILE):
+        path.chmod(0o644)  # files meant for a repository and a wheel (atomic writes create them 0600)
     return {"weights": str(weights), "sha256": digest, "bytes": weights.stat().st_size, "tensors": len(half),
             "parameters": int(sum(t.numel() for t in half.values()))}  # fmt: skip
 

@@ -585,7 +585,7 @@ def plot_curves(run_dir: Path) -> Path | None:
             twin.plot(xs, ys, color="black", linestyle="--", marker="x", label="val LM loss")
             twin.set_ylabel("LM loss")
             twin.legend(fontsize=7, loc="lower right")
-        ax.set_title(f"stage {n}: held-out (train-split validation)")
+        ax.set_title(f"stage {n}: validation videos (train split)")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
