@@ -236,6 +236,9 @@ def test_a_short_phrase_in_a_long_utterance_is_timed_by_its_own_words() -> None:
     (start, end, score), *_ = speech_moments([segment], "when does he say 'ask not what your country'?")
     # the words before the phrase ("fellow americans") fit in the same search window but are not part of it
     assert (start, end) == (2.8, 5.2) and score == 1.0  # "ask" .. "country"
+    # every word of the second clause is in the first one too: word order tells them apart
+    (start, end, score), *_ = speech_moments([segment], "when is 'ask what you can do for your country' said?")
+    assert (start, end) == (7.3, 11.2) and score == 1.0  # words 14-21
 
 
 # --------------------------------------------------------------------------------------------------- annotations

@@ -179,13 +179,15 @@ def phrase_match(phrase: str, words: Sequence[str]) -> tuple[float, int, int]:
     """How well `phrase` occurs in `words`: (score 0-1, first, last word index) of the best contiguous match.
 
     Each phrase word is matched fuzzily (string similarity >= 0.75) to a word of the window; the score is the mean
-    similarity over the phrase's words (stop words count half), so one misheard word costs little.
+    similarity over the phrase's words (stop words count half), so one misheard word costs little. Between windows
+    that score the same, the one saying the words in the phrase's order wins, then the tighter one: "ask what you can
+    do for your country" and "ask not what your country can do for you" share every word.
     """
     target = _words(phrase)
     if not target or not words:
         return 0.0, 0, 0
     weights = np.array([0.5 if w in _STOP else 1.0 for w in target])
-    best = (0.0, 0, 0)
+    best, best_key = (0.0, 0, 0), (0.0, 0, 0)
     span = len(target) + 2  # allow an inserted or split word
     for first in range(len(words)):
         window = words[first : first + span]
@@ -193,10 +195,14 @@ def phrase_match(phrase: str, words: Sequence[str]) -> tuple[float, int, int]:
         sims = table.max(axis=1)
         matched = sims >= 0.75
         score = float((np.where(matched, sims, 0.0) * weights).sum() / weights.sum())
-        if score > best[0] + 1e-9:
-            # the span of the words that matched, not of the window: a window may begin with words before the phrase
-            where = table.argmax(axis=1)[matched]
-            best = (score, first + int(where.min()), first + int(where.max()))
+        if not matched.any():
+            continue
+        # the span of the words that matched, not of the window: a window may begin with words before the phrase
+        where = table.argmax(axis=1)[matched]
+        in_order = int((np.diff(where) > 0).sum())
+        key = (round(score, 9), in_order, -int(where.max() - where.min()))
+        if key > best_key:
+            best_key, best = key, (score, first + int(where.min()), first + int(where.max()))
     return best
 
 
