@@ -475,3 +475,10 @@ def test_a_speech_moment_is_found_in_real_recorded_speech(tmp_path: Path, ffmpeg
     # from the waveform's energy (2.13-3.29 s before it, 7.57-8.19 s after); the answer is its utterance
     iou = float(temporal_iou(np.array([moments[0][:2]]), np.array([[10.29, 14.57]]))[0])
     assert iou >= 0.5, (moments, [(line.start, line.end, line.text) for line in features.transcript])
+
+    # a cache entry whose transcript is missing (e.g. decoding settings changed) is transcribed again, and only that
+    again = FeatureExtractor(card, DamoConfig.from_card(card), transcribe=True)
+    again.paths(features.sha256)[1].unlink()
+    retranscribed = again.extract(video)
+    assert again._visual is None and torch.equal(retranscribed.visual_global, features.visual_global)
+    assert retranscribed.transcript == features.transcript  # the same audio gives the same words and times

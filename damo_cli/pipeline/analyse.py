@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from damo_cli.cards import ModelCard
-from damo_cli.encoders.audio import TranscriptSegment, WhisperBackbone
+from damo_cli.encoders.audio import TRANSCRIBE_SETTINGS, TranscriptSegment, WhisperBackbone
 from damo_cli.encoders.text import TextEncoder
 from damo_cli.encoders.visual import VisualEncoder
 from damo_cli.errors import NoVideoStreamError
@@ -82,7 +82,7 @@ class Analyser:
         """Identifies what produced stored features: the model plus the sampling that fed it (no backbone load)."""
         video = model.damo.config.video
         parts = f"{model.fingerprint}|fps={video.sample_fps}|window={video.window_seconds}/"
-        parts += f"{video.window_overlap_seconds}|bridge=top10"
+        parts += f"{video.window_overlap_seconds}|bridge=top10|asr={TRANSCRIBE_SETTINGS}"
         return hashlib.sha256(parts.encode()).hexdigest()[:16]
 
     @torch.inference_mode()

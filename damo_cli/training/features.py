@@ -1,8 +1,9 @@
 """Frozen-encoder features of a video, computed once and cached, so every training step reads them from disk.
 
-Cache: `cache_dir()/features/<extractor fingerprint>/<video sha256>.safetensors` (+ `.transcript.json`), keyed by
-the file's *content* (a renamed copy is a hit, an edited file a miss) and by everything that changes the features
-(backbone weights' sha256, frame rate, image size, pooled sizes, this module's format version). Writes are atomic.
+Cache: `cache_dir()/features/<extractor fingerprint>/<video sha256>.safetensors` (+ `.transcript.<settings>.json`),
+keyed by the file's *content* (a renamed copy is a hit, an edited file a miss) and by everything that changes the
+features (backbone weights' sha256, frame rate, image size, pooled sizes, this module's format version); the
+transcript's name says how it was decoded, so new decoding settings retranscribe without re-encoding. Writes are atomic.
 
 What is stored per video, and why (measured on damo-tiny, composed 20-36 s videos at 2 fps):
 - frame times (the real pts of each sampled frame) and the per-frame global vector (1280, fp16);
@@ -33,6 +34,7 @@ from typing import Any
 import torch
 
 from damo_cli.cards import ModelCard
+from damo_cli.encoders.audio import TRANSCRIBE_SETTINGS
 from damo_cli.integrity import atomic_path, sha256_file
 from damo_cli.model.config import DamoConfig
 from damo_cli.paths import cache_dir
@@ -142,7 +144,7 @@ class FeatureExtractor:
         return self._audio
 
     def paths(self, digest: str) -> tuple[Path, Path]:
-        return self.folder / f"{digest}.safetensors", self.folder / f"{digest}.transcript.json"
+        return cache_paths(self.folder, digest)
 
     def cached(self, digest: str) -> bool:
         tensors, transcript = self.paths(digest)
@@ -150,11 +152,17 @@ class FeatureExtractor:
 
     def extract(self, path: Path, digest: str | None = None) -> VideoFeatures:
         digest = digest or sha256_file(path)
-        if self.cached(digest):
+        tensors, transcript = self.paths(digest)
+        if tensors.is_file():
             try:
-                return load_features(self.folder, digest)
+                features = load_features(self.folder, digest)
             except (OSError, ValueError, KeyError, RuntimeError):
                 pass  # damaged cache entry: recompute below
+            else:
+                if self.transcribe and not transcript.is_file():  # only the transcript is missing (or outdated)
+                    features.transcript = self._transcribe(path)
+                    save_transcript(transcript, features.transcript)
+                return features
         features = self._compute(path, digest)
         save_features(self.folder, features, with_transcript=self.transcribe)
         return features
@@ -190,12 +198,7 @@ class FeatureExtractor:
             audio_bins, audio_valid, audio_starts = pool_audio_windows(windows, config.audio_tokens_per_window)
             self.timings["audio"] += time.perf_counter() - started
             if self.transcribe:
-                started = time.perf_counter()
-                transcript = [
-                    TranscriptLineRecord(s.start, s.end, s.text, [(w.start, w.end, w.text) for w in s.words])
-                    for s in self.audio.transcribe(samples)
-                ]
-                self.timings["transcribe"] += time.perf_counter() - started
+                transcript = self._transcribe_samples(samples)
         return VideoFeatures(
             sha256=digest,
             duration=float(info.duration),
@@ -209,6 +212,30 @@ class FeatureExtractor:
             audio_starts=audio_starts,
             transcript=transcript,
         )
+
+    def _transcribe(self, path: Path) -> list[TranscriptLineRecord]:
+        from damo_cli.media import load_audio, probe
+
+        return self._transcribe_samples(load_audio(path)) if probe(path).has_audio else []
+
+    def _transcribe_samples(self, samples: Any) -> list[TranscriptLineRecord]:
+        started = time.perf_counter()
+        transcript = [
+            TranscriptLineRecord(s.start, s.end, s.text, [(w.start, w.end, w.text) for w in s.words])
+            for s in self.audio.transcribe(samples)
+        ]
+        self.timings["transcribe"] += time.perf_counter() - started
+        return transcript
+
+
+def cache_paths(folder: Path, digest: str) -> tuple[Path, Path]:
+    """(tensors, transcript) of one video; the transcript's name carries how it was decoded."""
+    return folder / f"{digest}.safetensors", folder / f"{digest}.transcript.{TRANSCRIBE_SETTINGS}.json"
+
+
+def save_transcript(path: Path, transcript: Sequence[TranscriptLineRecord]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps([line.__dict__ for line in transcript], ensure_ascii=False))
 
 
 def pool_audio_windows(windows: Sequence[Any], tokens: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -228,8 +255,7 @@ def pool_audio_windows(windows: Sequence[Any], tokens: int) -> tuple[torch.Tenso
 def save_features(folder: Path, features: VideoFeatures, with_transcript: bool = True) -> None:
     from safetensors.torch import save_file
 
-    tensors_path, transcript_path = folder / f"{features.sha256}.safetensors", folder / f"{features.sha256}.json"
-    transcript_path = folder / f"{features.sha256}.transcript.json"
+    tensors_path, transcript_path = cache_paths(folder, features.sha256)
     tensors = {
         "frame_times": features.frame_times,
         "visual_global": features.visual_global,
@@ -242,9 +268,8 @@ def save_features(folder: Path, features: VideoFeatures, with_transcript: bool =
         tensors.update(audio_bins=features.audio_bins, audio_valid=features.audio_valid)
         tensors["audio_starts"] = features.audio_starts
     metadata = {"duration": repr(features.duration), "version": str(FORMAT_VERSION), "sha256": features.sha256}
-    if with_transcript:  # transcript first: a tensors file without its transcript is treated as not cached
-        with atomic_path(transcript_path) as tmp:
-            tmp.write_text(json.dumps([line.__dict__ for line in features.transcript], ensure_ascii=False))
+    if with_transcript:  # transcript first: a tensors file without its transcript is transcribed again
+        save_transcript(transcript_path, features.transcript)
     with atomic_path(tensors_path) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
@@ -252,7 +277,7 @@ def save_features(folder: Path, features: VideoFeatures, with_transcript: bool =
 def load_features(folder: Path, digest: str) -> VideoFeatures:
     from safetensors import safe_open
 
-    tensors_path, transcript_path = folder / f"{digest}.safetensors", folder / f"{digest}.transcript.json"
+    tensors_path, transcript_path = cache_paths(folder, digest)
     with safe_open(str(tensors_path), framework="pt") as handle:
         meta = handle.metadata() or {}
         if meta.get("version") != str(FORMAT_VERSION):
