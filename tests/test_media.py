@@ -141,6 +141,7 @@ class Backend:
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Backend:
     """Run a frame test through decord or through PyAV, recording which samplers were actually created."""
     chosen = Backend(request.param)
+    monkeypatch.setattr(frames_mod, "PREFER_DECORD", request.param == "decord")
 
     class RecordingAV(frames_mod._AVSampler):
         def __init__(self, *args, **kwargs) -> None:
@@ -338,6 +339,7 @@ def test_windows_continue_with_pyav_when_decord_fails_midway(
         return real_get_batch(self, indices)
 
     monkeypatch.setattr(decord.VideoReader, "get_batch", flaky)
+    monkeypatch.setattr(frames_mod, "PREFER_DECORD", True)
     batches = list(iter_frame_windows(clip, fps=2, window_seconds=1.0))
     stamps = np.concatenate([b.timestamps for b in batches])
     assert calls["n"] >= 3 and len(stamps) == 10
@@ -558,7 +560,9 @@ def test_big_buck_bunny(sample_media_dir: Path) -> None:
     assert abs(x.size / SR - info.duration) <= 0.010
     assert 0.01 < np.abs(x).max() <= 1.0
     # decord and PyAV agree on real footage: same frames, same times.
-    a = sample_frames(path, num_frames=4, size=(224, 224))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(frames_mod, "PREFER_DECORD", True)
+        a = sample_frames(path, num_frames=4, size=(224, 224))
     assert a.frames.shape == (4, 224, 224, 3)
     assert np.all(np.diff(a.timestamps) > 0) and a.timestamps[0] >= 0 and a.timestamps[-1] < info.duration
     with pytest.MonkeyPatch.context() as mp:
