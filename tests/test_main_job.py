@@ -77,6 +77,29 @@ def test_index_stores_the_videos_and_reports_each_bad_file_in_one_line(footage, 
     assert stats["videos"] == 3 and stats["failures"] == 4
 
 
+def test_index_with_worker_processes_stores_what_one_process_stores(footage, library, tmp_path):
+    parallel = tmp_path / "parallel library"
+    result = damo("index", str(footage), "--library", str(parallel), "--workers", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["indexed"] == 3 and len(report["failed"]) == 4
+    one, two = (
+        json.loads(damo("index", "--stats", "--json", "--library", str(lib)).stdout) for lib in (library, parallel)
+    )
+    where_and_when = {"root", "last_indexed"}
+    assert {k: v for k, v in two.items() if k not in where_and_when} == {
+        k: v for k, v in one.items() if k not in where_and_when
+    }
+    phrase = next(
+        a["query"].split("'")[1] for a in _annotations(footage) if a["kind"] == "speech" and "'" in a["query"]
+    )
+    hits = [
+        json.loads(damo("search", phrase, "--json", "-k", "3", "--library", str(lib)).stdout)
+        for lib in (library, parallel)
+    ]
+    assert hits[0] and hits[0] == hits[1]  # the same moments, times and scores: the parent wrote what workers found
+
+
 def test_search_finds_spoken_events_at_the_right_time(footage, library):
     from damo_cli.cards import load_card
     from damo_cli.encoders.loader import load_backbone
