@@ -194,9 +194,9 @@ def phrase_match(phrase: str, words: Sequence[str]) -> tuple[float, int, int]:
         table = np.array([[_similar(t, w) for w in window] for t in target])  # (phrase words, window words)
         sims = table.max(axis=1)
         matched = sims >= 0.75
-        score = float((np.where(matched, sims, 0.0) * weights).sum() / weights.sum())
         if not matched.any():
             continue
+        score = float((np.where(matched, sims, 0.0) * weights).sum() / weights.sum())
         # the span of the words that matched, not of the window: a window may begin with words before the phrase
         where = table.argmax(axis=1)[matched]
         in_order = int((np.diff(where) > 0).sum())

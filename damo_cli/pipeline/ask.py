@@ -113,7 +113,7 @@ def _generate(
     transcript = [TranscriptLine(s.start, s.end, s.text) for s in analysis.transcript if s.text.strip()]
     if is_temporal(question):
         # Measured on the held-out composed split (models/damo-tiny/TRAINING.md): the evidence (per-time head +
-        # word-aligned transcript) reaches R1@0.5 62 where the tiny LLM's own stated times reach 10, so a "when"
+        # word-aligned transcript) reaches R1@0.5 63 where the tiny LLM's own stated times reach 10, so a "when"
         # question is answered from the evidence; the LLM answers the other questions.
         return evidence_answer(analysis, moments)
     if model.trained:

@@ -146,10 +146,6 @@ class FeatureExtractor:
     def paths(self, digest: str) -> tuple[Path, Path]:
         return cache_paths(self.folder, digest)
 
-    def cached(self, digest: str) -> bool:
-        tensors, transcript = self.paths(digest)
-        return tensors.is_file() and (transcript.is_file() or not self.transcribe)
-
     def extract(self, path: Path, digest: str | None = None) -> VideoFeatures:
         digest = digest or sha256_file(path)
         tensors, transcript = self.paths(digest)
