@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -59,6 +60,31 @@ def test_doctor_is_green_offline():
     assert result.returncode == 0 and report["ok"], failed
     names = {c["name"] for c in report["checks"]}
     assert {"device", "damo-tiny visual", "damo-tiny audio", "damo-tiny text", "damo-tiny llm"} <= names
+    weights = next(c for c in report["checks"] if c["name"] == "damo-tiny DaMO weights")
+    assert "trained through stage 4, sha256 verified" in weights["detail"]
+
+
+def test_doctor_catches_damaged_trained_weights(tmp_path):
+    import shutil
+
+    from damo_cli.cards import models_dir
+
+    cards = tmp_path / "models"
+    shutil.copytree(models_dir(), cards)
+    weights = cards / "damo-tiny" / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one flipped byte
+    weights.write_bytes(bytes(data))
+    result = subprocess.run(
+        [sys.executable, "-m", "damo_cli", "doctor", "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DAMO_MODELS_DIR": str(cards)},
+        timeout=300,
+    )
+    report = json.loads(result.stdout)
+    check = next(c for c in report["checks"] if c["name"] == "damo-tiny DaMO weights")
+    assert result.returncode == 1 and not check["ok"] and "sha256" in check["detail"] and check["fix"]
 
 
 def test_doctor_explains_how_to_fix_a_missing_model():

@@ -94,10 +94,36 @@ def collect_checks(card_name: str, device: str) -> list[Check]:
         card = load_card(card_name)
         for status in card_status(card):
             checks.append(Check(f"{card.name} {status.role}", status.ready, status.detail, status.fix))
+        checks.append(_trained_weights_check(card))
         checks.extend(_derived_cache_checks(card))
     except DamoError as err:
         checks.append(Check(f"model {card_name}", False, str(err), "damo models list"))
     return checks
+
+
+def _trained_weights_check(card) -> Check:  # noqa: ANN001 - ModelCard
+    """The DaMO weights the card ships (its [weights] table): present and matching their sha256."""
+    from damo_cli.errors import DamoError
+    from damo_cli.integrity import sha256_file
+    from damo_cli.model.checkpoint import WEIGHTS_FILE, read_manifest
+    from damo_cli.model.load import resolve_model
+
+    name = f"{card.name} DaMO weights"
+    fix = "restore the file from the damo checkout or package (git checkout models/), or reinstall damo"
+    try:
+        _, folder, expected = resolve_model(card.name)
+    except DamoError as err:
+        return Check(name, False, str(err), fix)
+    if folder is None:
+        return Check(name, True, "none shipped: the fusion weights are random until trained (damo train)")
+    weights = folder / WEIGHTS_FILE
+    if sha256_file(weights) != expected:
+        return Check(name, False, f"{weights}: sha256 does not match the card", fix)
+    try:
+        stage = read_manifest(folder).stage
+    except DamoError as err:
+        return Check(name, False, str(err), fix)
+    return Check(name, True, f"trained through stage {stage}, sha256 verified ({weights})")
 
 
 def _derived_cache_checks(card) -> list[Check]:  # noqa: ANN001 - ModelCard
