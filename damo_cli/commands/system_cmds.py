@@ -104,26 +104,20 @@ def collect_checks(card_name: str, device: str) -> list[Check]:
 def _trained_weights_check(card) -> Check:  # noqa: ANN001 - ModelCard
     """The DaMO weights the card ships (its [weights] table): present and matching their sha256."""
     from damo_cli.errors import DamoError
-    from damo_cli.integrity import sha256_file
-    from damo_cli.model.checkpoint import WEIGHTS_FILE, read_manifest
-    from damo_cli.model.load import resolve_model
+    from damo_cli.model.checkpoint import read_manifest
+    from damo_cli.model.load import resolve_model, verify_weights
 
     name = f"{card.name} DaMO weights"
-    fix = "restore the file from the damo checkout or package (git checkout models/), or reinstall damo"
     try:
         _, folder, expected = resolve_model(card.name)
-    except DamoError as err:
-        return Check(name, False, str(err), fix)
-    if folder is None:
-        return Check(name, True, "none shipped: the fusion weights are random until trained (damo train)")
-    weights = folder / WEIGHTS_FILE
-    if sha256_file(weights) != expected:
-        return Check(name, False, f"{weights}: sha256 does not match the card", fix)
-    try:
+        if folder is None:
+            return Check(name, True, "none shipped: the fusion weights are random until trained (damo train)")
+        verify_weights(card, folder, expected)
         stage = read_manifest(folder).stage
     except DamoError as err:
+        fix = "restore the file from the damo checkout or package (git checkout models/), or reinstall damo"
         return Check(name, False, str(err), fix)
-    return Check(name, True, f"trained through stage {stage}, sha256 verified ({weights})")
+    return Check(name, True, f"trained through stage {stage}, sha256 verified ({folder})")
 
 
 def _derived_cache_checks(card) -> list[Check]:  # noqa: ANN001 - ModelCard

@@ -77,9 +77,22 @@ def resolve_model(model: str | Path) -> tuple[ModelCard, Path | None, str | None
     return card, weights.parent, entry["sha256"]
 
 
+def verify_weights(card: ModelCard, folder: Path, expected: str | None) -> None:
+    """Raise ChecksumError unless the checkpoint's weights hash to the card's sha256 (none given: nothing to check)."""
+    from damo_cli.model.checkpoint import WEIGHTS_FILE
+
+    weights = folder / WEIGHTS_FILE
+    actual = sha256_file(weights) if weights.is_file() else None
+    if expected is not None and actual != expected:
+        raise ChecksumError(
+            f"weights {weights} do not match model card {card.name}: sha256 {str(actual)[:12]}…, "
+            f"the card says {expected[:12]}…"
+        )
+
+
 def load_damo(model: str | Path, device: str = "cpu", llm: bool = True) -> LoadedDamo:
     """The DaMO model of a card name or model directory, trained weights loaded and verified, in eval mode."""
-    from damo_cli.model.checkpoint import WEIGHTS_FILE, load_checkpoint, read_manifest
+    from damo_cli.model.checkpoint import load_checkpoint, read_manifest
 
     card, folder, expected = resolve_model(model)
     config = DamoConfig.from_card(card)
@@ -90,13 +103,7 @@ def load_damo(model: str | Path, device: str = "cpu", llm: bool = True) -> Loade
             _attach_llm(damo, card, device)
         fingerprint = f"{config.fingerprint()[:12]}-untrained{UNTRAINED_SEED}"
         return LoadedDamo(damo.eval().to(device), card, False, None, None, fingerprint)
-    weights = folder / WEIGHTS_FILE
-    actual = sha256_file(weights) if weights.is_file() else None
-    if expected is not None and actual != expected:
-        raise ChecksumError(
-            f"weights {weights} do not match model card {card.name}: sha256 {str(actual)[:12]}…, "
-            f"the card says {expected[:12]}…"
-        )
+    verify_weights(card, folder, expected)
     manifest = read_manifest(folder)
     with_lora = manifest.stage >= 3 and config.lora.r > 0
     if llm:
