@@ -434,6 +434,10 @@ def test_shipped_fp16_weights_load_by_card_and_are_verified(tmp_path: Path) -> N
     assert 'path = "damo-tiny/weights.safetensors"' in card_path.read_text()
     not_a_checkpoint = subprocess.run([*cli, str(tmp_path), "--card", str(card_path)], capture_output=True, text=True)
     assert not_a_checkpoint.returncode != 0 and len(not_a_checkpoint.stderr.strip().splitlines()) == 1
+    outside = [*cli, str(tmp_path / "ckpt"), "--card", str(card_path), "--out", str(tmp_path.parent / "elsewhere")]
+    refused = subprocess.run(outside, capture_output=True, text=True)
+    assert refused.returncode != 0 and "under the card's folder" in refused.stderr
+    assert not (tmp_path.parent / "elsewhere").exists()
     ship(tmp_path / "ckpt", card_path, tmp_path / "damo-tiny")  # shipping again replaces the table, once
     assert card_path.read_text().count("[weights]") == 1
     loaded = load_damo(str(card_path), llm=False)
@@ -445,6 +449,12 @@ def test_shipped_fp16_weights_load_by_card_and_are_verified(tmp_path: Path) -> N
     weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
     with pytest.raises(ChecksumError, match="do not match model card"):
         load_damo(str(card_path), llm=False)
+    source = tmp_path / "ckpt" / "weights.safetensors"
+    damaged = bytearray(source.read_bytes())
+    damaged[-1] ^= 0xFF
+    source.write_bytes(bytes(damaged))
+    with pytest.raises(ChecksumError, match="are corrupt"):  # a damaged checkpoint is never shipped
+        ship(tmp_path / "ckpt", card_path, tmp_path / "damo-tiny")
 
 
 @pytest.mark.slow

@@ -155,12 +155,10 @@ def ship_weights(
 ) -> None:
     """Write a checkpoint's trainable tensors as fp16 safetensors beside a card, with their sha256 in its [weights]."""
     from damo_cli.errors import ModelError
-    from damo_cli.model.checkpoint import read_manifest
     from damo_cli.training.ship import ship
 
     if not card.is_file() or card.suffix != ".toml":
         raise ModelError(f"--card must be a model card .toml file: {card}")
-    read_manifest(checkpoint)  # a clear error for a folder that is not a checkpoint
     info = ship(checkpoint, card, out or card.with_suffix(""))
     typer.echo(
         f"{info['tensors']} tensors, {info['parameters']:,} parameters, {info['bytes'] / 1e6:.1f} MB fp16 -> "

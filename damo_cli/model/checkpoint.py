@@ -100,6 +100,20 @@ def read_manifest(directory: Path) -> Manifest:
         raise ModelError(f"{path}: incomplete checkpoint manifest ({err})") from err
 
 
+def verified_weights(directory: Path, manifest: Manifest) -> Path:
+    """The checkpoint's weights file, once its sha256 matches the manifest's."""
+    weights = Path(directory) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelError(f"checkpoint {directory} has no {WEIGHTS_FILE}")
+    actual = sha256_file(weights)
+    if actual != manifest.weights_sha256:
+        raise ChecksumError(
+            f"checkpoint weights {weights} are corrupt: "
+            f"sha256 {actual[:12]}…, the manifest says {manifest.weights_sha256[:12]}…"
+        )
+    return weights
+
+
 def load_checkpoint(model: DamoModel, directory: Path, card: ModelCard, allow_card_edits: bool = False) -> Manifest:
     """Verify the checkpoint in `directory` against `card` and `model`, then copy its tensors into `model`."""
     from safetensors import SafetensorError
@@ -121,15 +135,7 @@ def load_checkpoint(model: DamoModel, directory: Path, card: ModelCard, allow_ca
             f"checkpoint {directory} was made with a different version of card '{card.name}' "
             f"(sha256 {manifest.card_sha256[:12]}…, now {_card_sha256(card)[:12]}…)"
         )
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ModelError(f"checkpoint {directory} has no {WEIGHTS_FILE}")
-    actual = sha256_file(weights)
-    if actual != manifest.weights_sha256:
-        raise ChecksumError(
-            f"checkpoint weights {weights} are corrupt: "
-            f"sha256 {actual[:12]}…, the manifest says {manifest.weights_sha256[:12]}…"
-        )
+    weights = verified_weights(directory, manifest)
     try:
         tensors = load_file(str(weights))
     except (SafetensorError, OSError) as err:

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 
 from damo_cli.cards import parse_card
+from damo_cli.errors import ModelError
 from damo_cli.integrity import atomic_path, sha256_file
-from damo_cli.model.checkpoint import MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
+from damo_cli.model.checkpoint import MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest, verified_weights
 
 _COMMENT = "# Trained weights of the DaMO model"
 _WEIGHTS_TABLE = re.compile(r"\n*^\[weights\]\n(?:^(?!\[).*\n?)*", re.MULTILINE)
@@ -29,14 +30,16 @@ def ship(checkpoint: Path, card_path: Path, out_dir: Path, extra: dict[str, Any]
     from safetensors.torch import load_file, save_file
 
     source = read_manifest(checkpoint)
-    tensors = load_file(str(Path(checkpoint) / WEIGHTS_FILE))
+    weights = out_dir / WEIGHTS_FILE
+    if not weights.resolve().is_relative_to(card_path.resolve().parent):
+        raise ModelError(f"the weights must go under the card's folder ({card_path.parent}), not {out_dir}")
+    tensors = load_file(str(verified_weights(checkpoint, source)))
     half = {name: t.to(torch.float16).contiguous() if t.is_floating_point() else t for name, t in tensors.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights = out_dir / WEIGHTS_FILE
     with atomic_path(weights) as tmp:
         save_file(half, str(tmp), metadata={"format": "pt", "damo_stage": str(source.stage)})
     digest = sha256_file(weights)
-    relative = weights.relative_to(card_path.parent).as_posix()
+    relative = weights.resolve().relative_to(card_path.resolve().parent).as_posix()
     text = card_path.read_text(encoding="utf-8")
     text = text.split(_COMMENT)[0]  # a previous [weights] table (always last, after this comment) goes
     text = _WEIGHTS_TABLE.sub("", text).rstrip("\n")
