@@ -341,6 +341,43 @@ def test_heldout_videos_use_only_heldout_footage_voices_and_sentences(train_set:
         assert said == planned and said
 
 
+def test_registry_rejects_a_still_longer_than_its_pan(tmp_path: Path) -> None:
+    text = footage.REGISTRY_FILE.read_text()
+    head, chelsea = text.split('name = "chelsea"', 1)
+    broken = head + 'name = "chelsea"' + chelsea.replace("end = 12.0", "end = 30.0", 1)
+    (tmp_path / "footage.toml").write_text(broken)
+    with pytest.raises(DataError, match="pan"):
+        footage.load_registry(tmp_path / "footage.toml")
+
+
+def test_stills_are_shown_as_a_slow_zoom_of_their_own_picture(tmp_path: Path) -> None:
+    stills = ["chelsea", "coffee"]
+    _need_footage(stills)
+    out = compose.compose_dataset(tmp_path / "stills", 1, "train", SEED, settings=SETTINGS, footage_names=stills)
+    plan = _plans(out)[0]
+    frames, times, _ = _decode(out / plan["file"])
+    cache = compose._FootageFrames(SETTINGS.width, SETTINGS.height)
+    pans = {name: cache.get(name, footage.resolve(footage.get_clip(name)))[1] for name in stills}
+    for pictures in pans.values():
+        assert len(pictures) == int(footage.STILL_PAN_SECONDS * 15)
+        # the picture zooms in: the last view differs from the first, neighbouring views hardly at all
+        step = np.abs(pictures[1].astype(int) - pictures[0]).mean()
+        whole = np.abs(pictures[-1].astype(int) - pictures[0]).mean()
+        assert whole > 5 * step and whole > 8
+    covers = np.zeros(len(times), bool)
+    for seg in plan["segments"]:
+        if seg["source"] == compose.BLACK:
+            continue
+        inside = (times > seg["start"] + 0.2) & (times < seg["end"] - 0.2)
+        covers |= inside
+        shown = frames[inside].astype(float).mean(axis=0)
+        # each scene looks like its own photograph, not the other one (overlays cover only a small part)
+        distance = {n: np.abs(shown - p.astype(float).mean(axis=0)[:, :: -1 if seg["hflip"] else 1]).mean()
+                    for n, p in pans.items()}  # fmt: skip
+        assert min(distance, key=distance.get) == seg["source"]
+    assert covers.any()
+
+
 def test_compose_refuses_other_footage_and_foreign_folders(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="other split"):
         compose.compose_dataset(tmp_path / "x", 1, "heldout", 0, footage_names=["bikes"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from damo_cli.data.errors import DataError
 from damo_cli.model.damo import ClipFeatures, DamoModel
 from damo_cli.model.localize import LocalizeSettings, decode_curve, localize, quoted_phrase, speech_moments
 from damo_cli.model.lora import stage_parameter_names
@@ -492,3 +494,14 @@ def test_a_speech_moment_is_found_in_real_recorded_speech(tmp_path: Path, ffmpeg
     retranscribed = again.extract(video)
     assert again._visual is None and torch.equal(retranscribed.visual_global, features.visual_global)
     assert retranscribed.transcript == features.transcript  # the same audio gives the same words and times
+
+
+def test_a_video_id_in_two_data_folders_is_refused_before_any_features(clip_folder: Path, tmp_path: Path) -> None:
+    from damo_cli.training.run import prepare_folders
+
+    row = '{"vid": "a", "query": "x", "relevant_windows": [[1, 2]]}\n'
+    (clip_folder / "annotations.jsonl").write_text(row)
+    other = tmp_path / "other"
+    shutil.copytree(clip_folder, other)
+    with pytest.raises(DataError, match="video id 'a' is in both .*clips and .*other"):
+        prepare_folders([clip_folder, other], None, None)  # type: ignore[arg-type]  # refused before either is used

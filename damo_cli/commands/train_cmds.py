@@ -26,11 +26,13 @@ def _threads() -> None:
 def train(
     stage: int = typer.Option(..., "--stage", min=1, max=4, help="1 alignment, 2 bridging, 3 grounded QA, 4 dialogue."),
     card: str = typer.Option("damo-tiny", "--card", help="Model card to train (its [model] section sizes the model)."),
-    data: Path = typer.Option(
-        ..., "--data", help="Folder with videos and annotations.jsonl (e.g. from 'damo data compose')."
+    data: list[Path] = typer.Option(
+        ...,
+        "--data",
+        help="Folder with videos and annotations.jsonl (e.g. from 'damo data compose'); repeat to train on several.",
     ),
     run_dir: Path | None = typer.Option(
-        None, "--run-dir", help="Where stages, logs, checkpoints and curves go (default: <data dir>/runs/<card>)."
+        None, "--run-dir", help="Where stages, logs, checkpoints and curves go (default: <first data dir>/runs/<card>)."
     ),
     steps: int | None = typer.Option(None, "--steps", min=1, help="Optimiser steps (default per stage)."),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Clips / conversations per step."),
@@ -59,7 +61,7 @@ def train(
         build_model,
         default_init,
         export_model_dir,
-        prepare_videos,
+        prepare_folders,
         split_videos,
         stage_data,
         text_table,
@@ -72,14 +74,14 @@ def train(
     model_card = load_card(card)
     config = DamoConfig.from_card(model_card)
     device = resolve_device(device)
-    run_dir = run_dir or Path(data) / "runs" / model_card.name
+    run_dir = run_dir or Path(data[0]) / "runs" / model_card.name
     start = init or default_init(run_dir, stage)
     with console.status("reading annotations and caching features") as status:
 
         def progress(done: int, total: int, vid: str) -> None:
             status.update(f"features {done}/{total} ({vid})")
 
-        videos = prepare_videos(Path(data), model_card, config, device, transcribe=transcribe, progress=progress)
+        videos = prepare_folders(data, model_card, config, device, transcribe=transcribe, progress=progress)
     train_videos, val_videos = split_videos(videos, val_fraction, seed)
     defaults = STAGE_DEFAULTS[stage]
     settings = replace(

@@ -420,6 +420,8 @@ class _FootageFrames:
     def _decode(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
         import av
 
+        if path.suffix.lower() in footage.STILL_SUFFIXES:
+            return self._pan(path)
         times: list[float] = []
         frames: list[np.ndarray] = []
         try:
@@ -437,10 +439,32 @@ class _FootageFrames:
         order = np.argsort(stamps, kind="stable")  # presentation order, even if a container delivers otherwise
         return stamps[order], np.stack(frames)[order]
 
-    def _fit(self, frame: Any) -> np.ndarray:
+    def _pan(self, path: Path, fps: int = 15, zoom: float = 1.3) -> tuple[np.ndarray, np.ndarray]:
+        """A photograph as footage: a slow zoom into its centre over STILL_PAN_SECONDS, so the picture moves a
+        little, as filmed footage does, and every part of the pan is a slightly different view."""
         import av
 
-        rgb = frame.to_ndarray(format="rgb24")
+        try:
+            with av.open(str(path)) as container:
+                rgb = next(container.decode(video=0)).to_ndarray(format="rgb24")
+        except (av.error.FFmpegError, StopIteration) as err:
+            raise DataError(f"cannot decode still image {path}: {err}") from err
+        h, w = rgb.shape[:2]
+        n = int(round(footage.STILL_PAN_SECONDS * fps))
+        frames = []
+        for k in range(n):
+            scale = 1.0 / (1.0 + (zoom - 1.0) * k / max(n - 1, 1))  # share of the full picture kept on screen
+            ch, cw = max(2, int(round(h * scale))), max(2, int(round(w * scale)))
+            y0, x0 = (h - ch) // 2, (w - cw) // 2
+            frames.append(self._fit_rgb(rgb[y0 : y0 + ch, x0 : x0 + cw]))
+        return np.arange(n) / fps, np.stack(frames)
+
+    def _fit(self, frame: Any) -> np.ndarray:
+        return self._fit_rgb(frame.to_ndarray(format="rgb24"))
+
+    def _fit_rgb(self, rgb: np.ndarray) -> np.ndarray:
+        import av
+
         h, w = rgb.shape[:2]
         target = self.width / self.height
         if w / h > target:  # too wide: keep the centre columns

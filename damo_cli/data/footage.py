@@ -22,6 +22,10 @@ from damo_cli.paths import cache_dir
 
 REGISTRY_FILE = Path(__file__).with_name("footage.toml")
 SPLITS = ("train", "heldout")
+# A photograph is footage too: composing shows it as a slow pan and zoom of this length (compose._FootageFrames),
+# so its usable range must fit inside it.
+STILL_SUFFIXES = (".png", ".jpg", ".jpeg")
+STILL_PAN_SECONDS = 12.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,10 @@ class Clip:
     def usable_seconds(self) -> float:
         return self.end - self.start
 
+    @property
+    def is_still(self) -> bool:
+        return Path(self.path).suffix.lower() in STILL_SUFFIXES
+
 
 def footage_cache_dir() -> Path:
     path = cache_dir() / "footage"
@@ -73,6 +81,8 @@ def _parse(entry: dict, where: str) -> Clip:
     end = float(entry.get("end", start))
     if end <= start:
         raise DataError(f"{where}: needs a usable range with end > start")
+    if Path(entry["path"]).suffix.lower() in STILL_SUFFIXES and end > STILL_PAN_SECONDS:
+        raise DataError(f"{where}: a still image is shown as a {STILL_PAN_SECONDS:g} s pan; end must not exceed it")
     descriptions = tuple(entry["descriptions"])
     if not descriptions or not all(isinstance(d, str) and d for d in descriptions):
         raise DataError(f"{where}: descriptions must be non-empty strings")

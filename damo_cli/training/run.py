@@ -60,6 +60,34 @@ def prepare_videos(
     return out
 
 
+def prepare_folders(
+    folders: Sequence[Path],
+    card: ModelCard,
+    config: DamoConfig,
+    device: str = "cpu",
+    transcribe: bool = False,
+    progress: Progress | None = None,
+) -> list[TrainVideo]:
+    """Several data folders as one training set (`prepare_videos` on each). A video id found in two folders is
+    refused before any feature is computed: examples and validation find their clips by id."""
+    owner: dict[str, Path] = {}
+    for folder in map(Path, folders):
+        rows, _ = read_annotations(folder)
+        for vid in sorted({row.vid for row in rows}):
+            if vid in owner:
+                raise DataError(f"video id {vid!r} is in both {owner[vid]} and {folder}; train on one of them")
+            owner[vid] = folder
+    videos: list[TrainVideo] = []
+    for folder in map(Path, folders):
+
+        def tell(done: int, total: int, vid: str, folder: Path = folder) -> None:
+            if progress is not None:
+                progress(done, total, f"{folder.name}/{vid}")
+
+        videos += prepare_videos(folder, card, config, device, transcribe=transcribe, progress=tell)
+    return videos
+
+
 def split_long(video: TrainVideo, window: float, overlap: float) -> list[TrainVideo]:
     """A video longer than the model's window becomes one training clip per inference window (times absolute);
     a query goes to every window that holds all of its moments (one longer than a window cannot be learned)."""
