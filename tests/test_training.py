@@ -231,6 +231,22 @@ def test_speech_moments_match_quoted_phrases_fuzzily() -> None:
     assert speech_moments(segments, "when is 'the train is running late' said?") == []
 
 
+def test_transcript_lines_end_where_the_speaker_pauses() -> None:
+    from damo_cli.encoders.audio import TranscriptSegment, Word, split_at_pauses
+
+    said = [(4.9, 5.3, "The"), (5.3, 5.6, "fire"), (5.6, 6.0, "alarm"), (6.0, 6.4, "is"), (6.4, 6.7, "ringing."),
+            (13.5, 13.8, "I"), (13.8, 14.0, "will"), (14.0, 14.6, "be"), (15.2, 15.5, "there.")]  # fmt: skip
+    words = [Word(s, e, t, 0.9) for s, e, t in said]
+    merged = TranscriptSegment(4.85, 15.5, "The fire alarm is ringing. I will be there.", words)
+    lines = split_at_pauses([merged], pause=1.0)
+    assert [(x.start, x.end, x.text) for x in lines] == [
+        (4.9, 6.7, "The fire alarm is ringing."),
+        (13.5, 15.5, "I will be there."),  # a 0.6 s pause inside a sentence does not cut it
+    ]
+    assert [len(x.words) for x in lines] == [5, 4]
+    assert split_at_pauses([merged], pause=10.0) == [merged]  # no pause that long: the segment stays as it was
+
+
 def test_a_short_phrase_in_a_long_utterance_is_timed_by_its_own_words() -> None:
     text = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
     words = [(0.3 + 0.5 * i, 0.7 + 0.5 * i, w) for i, w in enumerate(text.split())]  # word i spoken from 0.3 + 0.5 i s

@@ -116,6 +116,30 @@ class WhisperBackbone:
         return result
 
 
+def split_at_pauses(segments: list[TranscriptSegment], pause: float) -> list[TranscriptSegment]:
+    """Whisper's segments cut where the speaker stops for `pause` seconds or more (from the word times).
+
+    Whisper groups by its 30 s decoding context, not by utterance: two sentences said 8 s apart, with a beep between
+    them, came back as one 10 s line, so a search for either found the whole 10 s. A segment without such a pause
+    is kept as it is."""
+    out: list[TranscriptSegment] = []
+    for seg in segments:
+        pieces: list[list[Word]] = []
+        for word in seg.words:
+            if pieces and word.start - pieces[-1][-1].end < pause:
+                pieces[-1].append(word)
+            else:
+                pieces.append([word])
+        if len(pieces) <= 1:
+            out.append(seg)
+            continue
+        for words in pieces:
+            text = " ".join(w.text for w in words if w.text).strip()
+            if text:
+                out.append(TranscriptSegment(words[0].start, words[-1].end, text, words))
+    return out
+
+
 def _check_mono(samples: np.ndarray) -> None:
     if samples.ndim != 1:
         raise ModelError(f"audio must be mono 16 kHz samples shaped (T,), got {tuple(samples.shape)}")

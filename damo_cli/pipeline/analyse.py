@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from damo_cli.cards import ModelCard
-from damo_cli.encoders.audio import TRANSCRIBE_SETTINGS, TranscriptSegment, WhisperBackbone
+from damo_cli.encoders.audio import TRANSCRIBE_SETTINGS, TranscriptSegment, WhisperBackbone, split_at_pauses
 from damo_cli.encoders.text import TextEncoder
 from damo_cli.encoders.visual import VisualEncoder
 from damo_cli.errors import NoVideoStreamError
@@ -27,6 +27,7 @@ from damo_cli.model.damo import ClipFeatures, DamoModel, ownership, plan_windows
 from damo_cli.pipeline.bridge import bridge_vectors, class_text_embeddings
 
 TRANSCRIBE_PIECE_SECONDS = 600.0
+UTTERANCE_PAUSE_SECONDS = 1.0  # a transcript line ends where the speaker stops this long (search returns lines)
 
 
 @dataclass
@@ -83,6 +84,7 @@ class Analyser:
         video = model.damo.config.video
         parts = f"{model.fingerprint}|fps={video.sample_fps}|window={video.window_seconds}/"
         parts += f"{video.window_overlap_seconds}|bridge=top10|asr={TRANSCRIBE_SETTINGS}"
+        parts += f"|pause={UTTERANCE_PAUSE_SECONDS}"
         return hashlib.sha256(parts.encode()).hexdigest()[:16]
 
     @torch.inference_mode()
@@ -158,7 +160,7 @@ class Analyser:
                     word.start += piece.start
                     word.end += piece.start
                 segments.append(seg)
-        return segments
+        return split_at_pauses(segments, UTTERANCE_PAUSE_SECONDS)
 
 
 def _numpy(x: torch.Tensor) -> np.ndarray:
