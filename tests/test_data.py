@@ -146,6 +146,9 @@ def test_registry_split_uses_disjoint_footage_voices_and_sentences() -> None:
     assert not variants["train"] & variants["heldout"]
     texts = {s: {x.text for x in vocab.sentences_for(s)} for s in ("train", "heldout")}
     assert texts["train"] and texts["heldout"] and not texts["train"] & texts["heldout"]
+    runs = {s: {tuple(w[i : i + 4]) for t in texts[s] for w in [t.split()] for i in range(len(w) - 3)} for s in texts}
+    assert not runs["train"] & runs["heldout"]  # not even four words in a row are shared
+    assert not any(x.phrase in t for x in vocab.sentences_for("heldout") for t in texts["train"])
 
 
 def test_registry_rejects_a_group_in_both_splits(tmp_path: Path) -> None:
