@@ -247,6 +247,26 @@ def test_transcript_lines_end_where_the_speaker_pauses() -> None:
     assert split_at_pauses([merged], pause=10.0) == [merged]  # no pause that long: the segment stays as it was
 
 
+def test_what_is_said_is_quoted_from_the_transcript() -> None:
+    from damo_cli.pipeline.ask import is_speech_question, is_temporal, transcript_answer
+
+    assert is_speech_question("What does the man say?") and is_speech_question("what is said about the weather?")
+    assert not is_speech_question("What is shown in this video?") and not is_speech_question("when does he say hi?")
+    assert not is_temporal("What does the man say?")
+    lines = [SimpleNamespace(start=1.0, end=2.5, text="Good morning everyone."),
+             SimpleNamespace(start=8.0, end=10.0, text="It will rain this afternoon.")]  # fmt: skip
+    video = SimpleNamespace(transcript=lines, has_audio=True)
+    everything = transcript_answer(video, "What does he say?", [(8.0, 10.0, 0.9)])
+    assert everything == (
+        'From 1.0 s to 2.5 s: "Good morning everyone." From 8.0 s to 10.0 s: "It will rain this afternoon."'
+    )
+    topical = transcript_answer(video, "What does he say about the weather?", [(8.2, 9.0, 0.7)])
+    assert topical == 'From 8.0 s to 10.0 s: "It will rain this afternoon."'  # the line inside the best moment
+    assert transcript_answer(SimpleNamespace(transcript=[], has_audio=False), "what is said?", []) == (
+        "This video has no sound."
+    )
+
+
 def test_a_short_phrase_in_a_long_utterance_is_timed_by_its_own_words() -> None:
     text = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
     words = [(0.3 + 0.5 * i, 0.7 + 0.5 * i, w) for i, w in enumerate(text.split())]  # word i spoken from 0.3 + 0.5 i s
