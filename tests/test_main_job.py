@@ -164,9 +164,10 @@ def test_ask_finds_a_phrase_of_real_speech_placed_at_a_known_offset(tmp_path):
     # In jfk.flac the phrase runs from about 2.5 s to 7.3 s ("country" at 5.8 s).
     assert JFK_OFFSET + 1.5 <= start <= JFK_OFFSET + 5.5 and JFK_OFFSET + 5.8 <= end <= JFK_OFFSET + 8.5, answer
     assert "country" in answer["answer"].lower()
-    said = damo("ask", str(video), "What does he say?")  # quoted from the transcript, not paraphrased by the LLM
+    said = damo("ask", str(video), "What does he say?", "--json")  # quoted from the transcript, not paraphrased
     assert said.returncode == 0, said.stderr
-    assert "ask not what your country can do for you" in said.stdout.lower().replace(",", ""), said.stdout
+    quoted = json.loads(said.stdout)["answer"]
+    assert "ask not what your country can do for you" in quoted.lower().replace(",", ""), quoted
 
 
 def test_ask_rejects_bad_input_in_one_line(tmp_path):
