@@ -29,6 +29,7 @@ def train(
     data: list[Path] = typer.Option(
         ...,
         "--data",
+        metavar="DIR",
         help="Folder with videos and annotations.jsonl (e.g. from 'damo data compose'); repeat to train on several.",
     ),
     run_dir: Path | None = typer.Option(
