@@ -17,7 +17,7 @@ import numpy as np
 
 from damo_cli.model.localize import localize, speech_moments
 from damo_cli.pipeline.analyse import Analyser, VideoAnalysis
-from damo_cli.pipeline.search import CALIBRATION
+from damo_cli.pipeline.search import CALIBRATION, query_words
 from damo_cli.store import Moment, merge_hits
 from damo_cli.timestamps import format_moment
 
@@ -33,11 +33,11 @@ _QUESTION_LEAD = re.compile(
 _SPEECH_QUESTION = re.compile(
     r"^\s*what\b.*\b(?:say|says|said|saying|tell|tells|told|telling|talk|talks|talking)\b", re.IGNORECASE
 )
-# words of "what does the man say?" that name no topic: with only these, the whole transcript answers
+# words of "what does the man say?" that name no topic (besides search's stopwords): with only these, the whole
+# transcript answers
 _GENERIC_SPEECH_WORDS = frozenset(
-    """what does do did is are was were be being the a an he she they it someone somebody anyone person people man
-    woman men women speaker narrator voice guy girl boy kid child say says said saying tell tells told telling talk
-    talks talking about here there in this that video clip film""".split()  # noqa: SIM905 - a word list reads best as text
+    """he she they him her them me you we us i being anyone person people man woman men women speaker narrator voice
+    guy girl boy kid child saying tell tells told telling talk talks talking about here there video clip film""".split()  # noqa: SIM905
 )
 
 
@@ -168,7 +168,7 @@ def transcript_answer(analysis: VideoAnalysis, question: str, moments: list[tupl
     lines = [seg for seg in analysis.transcript if seg.text.strip()]
     if not lines:
         return "No speech is heard in this video." if analysis.has_audio else "This video has no sound."
-    topic = set(re.findall(r"[a-z']+", question.lower())) - _GENERIC_SPEECH_WORDS
+    topic = query_words(question) - _GENERIC_SPEECH_WORDS
     if topic and moments:
         lines = [s for s in lines if any(min(s.end, e) - max(s.start, b) > 0 for b, e, _ in moments)] or lines
     shown = lines[:MAX_QUOTED_LINES]
