@@ -420,7 +420,7 @@ class _FootageFrames:
     def _decode(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
         import av
 
-        if path.suffix.lower() in footage.STILL_SUFFIXES:
+        if footage.is_still(path):
             return self._pan(path)
         times: list[float] = []
         frames: list[np.ndarray] = []

@@ -28,6 +28,11 @@ STILL_SUFFIXES = (".png", ".jpg", ".jpeg")
 STILL_PAN_SECONDS = 12.0
 
 
+def is_still(path: str | Path) -> bool:
+    """A photograph, not a video (by its file name: registered files are sha256-checked anyway)."""
+    return Path(path).suffix.lower() in STILL_SUFFIXES
+
+
 @dataclass(frozen=True)
 class Clip:
     """One registered piece of footage."""
@@ -55,10 +60,6 @@ class Clip:
     def usable_seconds(self) -> float:
         return self.end - self.start
 
-    @property
-    def is_still(self) -> bool:
-        return Path(self.path).suffix.lower() in STILL_SUFFIXES
-
 
 def footage_cache_dir() -> Path:
     path = cache_dir() / "footage"
@@ -81,7 +82,7 @@ def _parse(entry: dict, where: str) -> Clip:
     end = float(entry.get("end", start))
     if end <= start:
         raise DataError(f"{where}: needs a usable range with end > start")
-    if Path(entry["path"]).suffix.lower() in STILL_SUFFIXES and end > STILL_PAN_SECONDS:
+    if is_still(entry["path"]) and end > STILL_PAN_SECONDS:
         raise DataError(f"{where}: a still image is shown as a {STILL_PAN_SECONDS:g} s pan; end must not exceed it")
     descriptions = tuple(entry["descriptions"])
     if not descriptions or not all(isinstance(d, str) and d for d in descriptions):

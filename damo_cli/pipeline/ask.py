@@ -170,11 +170,16 @@ def transcript_answer(analysis: VideoAnalysis, question: str, moments: list[tupl
         return "No speech is heard in this video." if analysis.has_audio else "This video has no sound."
     topic = query_words(question) - _GENERIC_SPEECH_WORDS
     if topic and moments:
-        lines = [s for s in lines if any(min(s.end, e) - max(s.start, b) > 0 for b, e, _ in moments)] or lines
+        lines = _lines_within(lines, moments) or lines
     shown = lines[:MAX_QUOTED_LINES]
     quoted = " ".join(f'{format_moment(s.start, s.end).capitalize()}: "{s.text.strip()}"' for s in shown)
     more = len(lines) - MAX_QUOTED_LINES
     return quoted + (f" (and {more} more line{'s' if more > 1 else ''}; see 'damo transcribe')" if more > 0 else "")
+
+
+def _lines_within(lines: list, moments: list[tuple[float, float, float]]) -> list:
+    """The transcript lines that overlap any of the moments, in transcript order."""
+    return [s for s in lines if any(min(s.end, end) - max(s.start, start) > 0 for start, end, _ in moments)]
 
 
 def evidence_answer(analysis: VideoAnalysis, moments: list[tuple[float, float, float]]) -> str:
@@ -182,7 +187,7 @@ def evidence_answer(analysis: VideoAnalysis, moments: list[tuple[float, float, f
     if not moments:
         return "I could not find that moment in this video."
     start, end, _ = moments[0]
-    said = [s.text for s in analysis.transcript if s.text.strip() and min(s.end, end) - max(s.start, start) > 0]
+    said = [s.text for s in _lines_within(analysis.transcript, moments[:1]) if s.text.strip()]
     answer = f"{format_moment(start, end).capitalize()}."
     if said:
         answer += f' It is said there: "{" ".join(said)}"'
