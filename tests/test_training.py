@@ -21,6 +21,7 @@ from damo_cli.model.damo import ClipFeatures, DamoModel
 from damo_cli.model.localize import LocalizeSettings, decode_curve, localize, quoted_phrase, speech_moments
 from damo_cli.model.lora import stage_parameter_names
 from damo_cli.model.testing import tiny_config, tiny_llm, tiny_tokenizer
+from damo_cli.pipeline.features import VideoFeatures, pool_audio_windows
 from damo_cli.training.datasets import (
     AnnotationError,
     QueryItem,
@@ -30,7 +31,6 @@ from damo_cli.training.datasets import (
     read_annotations,
     resolve_videos,
 )
-from damo_cli.training.features import VideoFeatures, pool_audio_windows
 from damo_cli.training.trainer import StageData, StageSettings, TextTable, Trainer, make_batch
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -502,7 +502,7 @@ def test_a_speech_moment_is_found_in_real_recorded_speech(tmp_path: Path, ffmpeg
     from damo_cli.cards import load_card
     from damo_cli.evaluation.grounding import temporal_iou
     from damo_cli.model.config import DamoConfig
-    from damo_cli.training.features import FeatureExtractor
+    from damo_cli.pipeline.features import FeatureExtractor
 
     jfk = Path(__file__).resolve().parents[1].parent / "shared" / "media" / "jfk.flac"
     if not jfk.is_file():
@@ -526,7 +526,7 @@ def test_a_speech_moment_is_found_in_real_recorded_speech(tmp_path: Path, ffmpeg
 
     # a cache entry whose transcript is missing (e.g. decoding settings changed) is transcribed again, and only that
     again = FeatureExtractor(card, DamoConfig.from_card(card), transcribe=True)
-    again.paths(features.sha256)[1].unlink()
+    again.paths(features.key)[1].unlink()
     retranscribed = again.extract(video)
     assert again._visual is None and torch.equal(retranscribed.visual_global, features.visual_global)
     assert retranscribed.transcript == features.transcript  # the same audio gives the same words and times

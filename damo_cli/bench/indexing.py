@@ -23,8 +23,7 @@ import numpy as np
 from damo_cli.bench.homes import fresh_home, run_cli, using_home
 from damo_cli.bench.report import Figure, span, stopwatch
 from damo_cli.media import FrameBatch, FrameReader, probe
-from damo_cli.model.damo import plan_windows
-from damo_cli.pipeline import analyse as analyse_module
+from damo_cli.pipeline import features as features_module
 from damo_cli.pipeline.indexer import Indexer
 from damo_cli.store import Library
 
@@ -107,12 +106,12 @@ def _resized(img: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
 @contextmanager
 def frames_from(source: object) -> Iterator[None]:
     """Swap the analyser's frame reader for `source` while the block runs: the one place the naive run differs."""
-    original = analyse_module.FrameReader
-    analyse_module.FrameReader = source  # type: ignore[assignment,misc]
+    original = features_module.FrameReader
+    features_module.FrameReader = source  # type: ignore[assignment,misc]
     try:
         yield
     finally:
-        analyse_module.FrameReader = original
+        features_module.FrameReader = original
 
 
 def _index_once(indexer: Indexer, clip: Path, library_dir: Path, home: Path) -> float:
@@ -132,13 +131,14 @@ def _index_once(indexer: Indexer, clip: Path, library_dir: Path, home: Path) -> 
 
 def decode_only_seconds(indexer: Indexer, clip: Path) -> tuple[float, int]:
     """(seconds, frames) for sampling the frames the indexer's windows ask for, and nothing else."""
-    analyser = indexer.analyser
+    extractor = indexer.analyser.features
+    side, fps = extractor.image_size, extractor.config.video.sample_fps
     frames = 0
     with stopwatch() as took:
         duration = probe(clip).duration
-        with FrameReader(clip, size=analyser.frame_size) as reader:  # opened once, as the analyser does
-            for start, end in plan_windows(duration, analyser.window, analyser.overlap):
-                frames += len(reader.sample(fps=analyser.fps, start=start, end=end))
+        with FrameReader(clip, size=(side, side)) as reader:  # opened once, as the extractor does
+            for start, end in features_module.frame_pieces(duration):
+                frames += len(reader.sample(fps=fps, start=start, end=end))
     return took(), frames
 
 
@@ -154,7 +154,7 @@ def index_throughput(indexer: Indexer, clip: Path, clip_info: dict, work: Path, 
     detail = {
         **clip_info,
         "duration_s": round(duration, 2),
-        "sample_fps": indexer.analyser.fps,
+        "sample_fps": indexer.analyser.features.config.video.sample_fps,
         "frames_sampled": sampled,
         "frames_decoded_by_naive": naive.decoded,
         "damo_s": round(damo_s, 4),

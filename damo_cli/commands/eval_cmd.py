@@ -54,19 +54,26 @@ def evaluate(
     save_predictions: Path | None = typer.Option(
         None, "--save-predictions", help="Model runs: write each predictor's predictions (JSON Lines) here."
     ),
+    search: bool = typer.Option(
+        False, "--search", help="Model runs: score 'damo search' over a library of every video the GT names instead."
+    ),
 ) -> None:
     """Score predictions against ground truth (R1@m, mIoU; QVHighlights mAP/HIT@1), beside trivial baselines.
 
-    With --videos DIR --model NAME the model itself runs over the videos: grounding from its per-time head, the same
-    with transcript evidence for speech queries, and from its LLM's text answers (parse failures reported), all with
-    the baselines in one report.
+    With --videos DIR --model NAME the model itself runs over the videos through the code `damo ask` runs: the
+    moments `ask` returns, the per-time head alone, the zero-shot bridge alone, and (--llm) the LLM's text answers
+    (parse failures reported), all beside the baselines in one report. With --search, `damo search` is scored over a
+    library of all the videos: the right video at rank 1, and the right window (IoU >= 0.5) at rank 1.
     """
     if videos is not None or model is not None:
         if videos is None or model is None:
             from damo_cli.errors import EvaluationError
 
             raise EvaluationError("a model run needs both --videos DIR and --model NAME")
-        _model_run(videos, gt, model, llm, device, seed, json_output, save_predictions)
+        if search:
+            _search_run(videos, gt, model, device, json_output, save_predictions)
+        else:
+            _model_run(videos, gt, model, llm, device, seed, json_output, save_predictions)
         return
     if predictions is None:
         from damo_cli.errors import EvaluationError
@@ -182,9 +189,38 @@ def _model_run(
     source = run.reports.get("llm", first)
     for label, value in source.protocol.rows():
         proto.add_row(label, value)
-    proto.add_row("head decoder", "damo_cli.model.localize.localize (default settings), top-5")
-    proto.add_row("head+speech", "speech_moments on Whisper's transcript for '... say ...' queries, else head")
+    proto.add_row("ask", "the moments 'damo ask VIDEO QUERY' returns (pipeline.ask.question_moments)")
+    proto.add_row("head / bridge", "per-time head alone / zero-shot bridge alone, decoded by localize, top-5")
     for name in names:
         proto.add_row(f"baseline {name}", first.baseline_notes.get(name, ""))
     proto.add_row("seconds", ", ".join(f"{k} {v:.0f}" for k, v in run.timings.items()))
     out_console.print(proto)
+
+
+def _search_run(videos: Path, gt: Path, model: str, device: str, json_output: bool, save: Path | None) -> None:
+    from damo_cli.device import resolve_device
+    from damo_cli.evaluation.model_run import run_search
+
+    console = Console(stderr=True)
+    with console.status("indexing the videos") as status:
+
+        def progress(name: str, done: int, total: int) -> None:
+            status.update(f"indexed {done}/{total} ({name})")
+
+        run = run_search(videos, gt, model, resolve_device(device), progress=progress)
+    if save is not None:
+        save.mkdir(parents=True, exist_ok=True)
+        rows = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in run.rows)
+        (save / "search.jsonl").write_text(rows, encoding="utf-8")
+    if json_output:
+        typer.echo(json.dumps(run.to_json(), indent=2))
+        return
+    table = Table(title=f"damo search: model {model}, {run.queries} queries over {run.videos} videos",
+                  title_justify="left")  # fmt: skip
+    table.add_column("metric")
+    table.add_column("search", justify="right", style="bold")
+    table.add_column("random video", justify="right", style="dim")
+    table.add_row("right video at rank 1 (%)", f"{run.video_top1:.2f}", f"{run.chance_video_top1:.2f}")
+    table.add_row("right video in top 5 (%)", f"{run.video_top5:.2f}", "-")
+    table.add_row("right window at rank 1, IoU >= 0.5 (%)", f"{run.window_top1:.2f}", "-")
+    Console().print(table)

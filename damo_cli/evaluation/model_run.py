@@ -1,15 +1,17 @@
 """Run a DaMO model over a folder of videos and score it against their ground truth, in one pass.
 
-Three predictors are scored side by side, with the trivial baselines of `baselines.py` in the same report:
-- `head`: the per-time head (stage 1) decoded by `damo_cli.model.localize.localize` (top-5 ranked moments);
-- `head+speech`: the same, except that a query asking what someone says ("... say '...'") takes the transcript
-  segment whose words match it (`speech_moments`), when one does; Whisper's transcript of the video, not labels;
-- `llm`: the LLM's free-text answer to the query as a question (soft prompt + transcript + question, greedy), parsed
-  by `damo_cli.timestamps.parse_moments`; an answer with no parsable moment is a miss, and the failure rate is
-  reported.
+Every video goes through the code `damo ask` runs (`Analyser` + the analysis cache: the same frozen features,
+windows, bridge and transcript), and these predictors are scored side by side, with the trivial baselines of
+`baselines.py` in the same report:
+- `ask`: exactly the moments `damo ask VIDEO QUERY` returns (`pipeline.ask.question_moments`: the same
+  question-to-query step, transcript phrase matching, head + bridge mix and fallbacks);
+- `head`: the trained per-time head alone, decoded by `damo_cli.model.localize.localize` (top-5);
+- `bridge`: the zero-shot bridge alone (ImageNet classes -> text space; no trained weights), decoded the same way;
+- `llm` (with --llm): the LLM's free-text answer to the query as a question (soft prompt + transcript + question,
+  greedy), parsed by `damo_cli.timestamps.parse_moments`; an answer with no parsable moment is a miss.
 
-Features come from the training feature cache (the same frozen encoders and frame sampling as `damo index`), so a
-second run over the same videos only pays for the model.
+`run_search` scores `damo search` instead: the query's video indexed with all the others into one library, the
+right video at rank 1, and the right window (IoU >= 0.5) at rank 1.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from damo_cli.evaluation.protocol import split_id
 from damo_cli.evaluation.records import PARSER_NAME, GTQuery, Prediction, PredictionSet, load_gt
 from damo_cli.evaluation.report import EvalReport, evaluate_records
 
-PREDICTORS = ("head", "head+speech", "llm")
+PREDICTORS = ("ask", "head", "bridge", "llm")
 
 
 @dataclass
@@ -64,6 +66,36 @@ def prompt_hash(damo: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def _videos_of(gt: Sequence[GTQuery], gt_path: Path, videos_dir: Path) -> dict[str, tuple[Path, list[GTQuery]]]:
+    from damo_cli.training.datasets import find_video
+
+    by_vid: dict[str, list[GTQuery]] = {}
+    for q in gt:
+        if q.vid is None:
+            raise EvaluationError(f"{gt_path.name}: qid {q.qid} has no 'vid': model runs need it to find the video")
+        by_vid.setdefault(q.vid, []).append(q)
+    out = {}
+    for vid, queries in by_vid.items():
+        path = find_video(Path(videos_dir), vid)
+        if path is None:
+            raise EvaluationError(f"video '{vid}' of {gt_path.name} not found in {videos_dir}")
+        out[vid] = (path, queries)
+    return out
+
+
+def analyse_cached(analyser: Any, path: Path) -> Any:
+    """What `damo ask` does before it answers: the cached analysis of this content and model, or a new one."""
+    from damo_cli.pipeline import feature_cache
+    from damo_cli.store import content_key
+
+    key = content_key(path)
+    analysis = feature_cache.load(path, key, analyser.fingerprint)
+    if analysis is None:
+        analysis = analyser.analyse(path)
+        feature_cache.save(analysis, key, analyser.fingerprint)
+    return analysis
+
+
 def run_model(
     videos_dir: Path,
     gt_path: Path,
@@ -74,63 +106,55 @@ def run_model(
     llm_batch: int = 8,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> ModelRun:
-    from damo_cli.encoders.loader import load_backbone
     from damo_cli.model.damo import Conversation, TranscriptLine
-    from damo_cli.model.load import load_damo
-    from damo_cli.model.localize import localize, speech_moments
+    from damo_cli.model.localize import decode_curve, localize
+    from damo_cli.pipeline.analyse import Analyser
+    from damo_cli.pipeline.ask import question_moments
+    from damo_cli.pipeline.loading import load_model
     from damo_cli.timestamps import parse_moments
-    from damo_cli.training.datasets import find_video
-    from damo_cli.training.features import FeatureExtractor
 
     gt = load_gt(gt_path)
     kinds = _kinds(gt_path)
-    by_vid: dict[str, list[GTQuery]] = {}
-    for q in gt:
-        if q.vid is None:
-            raise EvaluationError(f"{gt_path.name}: qid {q.qid} has no 'vid': model runs need it to find the video")
-        by_vid.setdefault(q.vid, []).append(q)
-    paths = {}
-    for vid in by_vid:
-        path = find_video(Path(videos_dir), vid)
-        if path is None:
-            raise EvaluationError(f"video '{vid}' of {gt_path.name} not found in {videos_dir}")
-        paths[vid] = path
+    videos = _videos_of(gt, gt_path, videos_dir)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    loaded = load_damo(model, device, llm=with_llm)
-    damo, card = loaded.model, loaded.card
-    config = damo.config
-    extractor = FeatureExtractor(card, config, device, transcribe=True)
-    text = load_backbone(card, "text", device)
+    loaded = load_model(model, device)
+    analyser = Analyser(loaded, device)
+    card, config = loaded.card, loaded.damo.config
+    llm_damo = None
+    if with_llm:
+        from damo_cli.model.load import load_damo
+
+        llm_damo = load_damo(model, device, llm=True).model
     timings["load"] = time.perf_counter() - started
 
-    sets = {name: PredictionSet() for name in PREDICTORS if with_llm or name != "llm"}
+    names = [name for name in PREDICTORS if with_llm or name != "llm"]
+    sets = {name: PredictionSet() for name in names}
     raw: dict[str, list[dict[str, Any]]] = {name: [] for name in sets}
     failures = answers = 0
-    for index, (vid, queries) in enumerate(by_vid.items()):
+    for index, (vid, (path, queries)) in enumerate(videos.items()):
         t0 = time.perf_counter()
-        features = extractor.extract(paths[vid])
+        analysis = analyse_cached(analyser, path)
         timings["features"] = timings.get("features", 0.0) + time.perf_counter() - t0
         t0 = time.perf_counter()
-        with torch.no_grad():
-            fused = damo.fuse_video(_to(features.to_clip(config), device), duration=features.duration)
-        steps, spans = fused.step_embeddings.cpu(), fused.step_spans.cpu()
-        vectors = text.encode([q.query for q in queries])
+        vectors = analyser.text.encode([q.query for q in queries])
         for q, vector in zip(queries, vectors, strict=True):
-            moments = localize(steps, spans, vector, k=5)
-            _add(sets["head"], raw["head"], q, moments)
-            spoken = speech_moments(features.transcript, q.query)
-            _add(sets["head+speech"], raw["head+speech"], q, spoken[:5] if spoken else moments)
-        timings["head"] = timings.get("head", 0.0) + time.perf_counter() - t0
-        if with_llm:
+            _add(sets["ask"], raw["ask"], q, question_moments(analyser, analysis, q.query))
+            _add(sets["head"], raw["head"], q, localize(analysis.fused, analysis.step_spans, vector, k=5))
+            bridge = decode_curve(analysis.bridge @ vector, analysis.step_spans, k=5)
+            _add(sets["bridge"], raw["bridge"], q, bridge)
+        timings["moments"] = timings.get("moments", 0.0) + time.perf_counter() - t0
+        if llm_damo is not None:
             t0 = time.perf_counter()
-            transcript = [TranscriptLine(s.start, s.end, s.text) for s in features.transcript if s.text.strip()]
+            transcript = [TranscriptLine(s.start, s.end, s.text) for s in analysis.transcript if s.text.strip()]
             with torch.no_grad():
-                prompt = damo.video_prompt(fused)  # (1, P, H)
+                fusion = torch.from_numpy(analysis.fusion_tokens).to(device)
+                spans = torch.from_numpy(analysis.window_spans).float().to(device)
+                prompt = llm_damo.soft_prompt(fusion[None], spans[None])  # (1, P, H)
                 for start in range(0, len(queries), llm_batch):
                     chunk = queries[start : start + llm_batch]
                     conversations = [Conversation.ask(q.query, transcript) for q in chunk]
-                    out = damo.generate(prompt.expand(len(chunk), -1, -1), conversations)
+                    out = llm_damo.generate(prompt.expand(len(chunk), -1, -1), conversations)
                     for q, answer in zip(chunk, out.texts, strict=True):
                         parsed = parse_moments(answer, q.duration)
                         answers += 1
@@ -142,7 +166,7 @@ def run_model(
             sets["llm"].answer_lines = answers
             timings["llm"] = timings.get("llm", 0.0) + time.perf_counter() - t0
         if progress is not None:
-            progress(vid, index + 1, len(by_vid))
+            progress(vid, index + 1, len(videos))
 
     fps = config.video.sample_fps
     side = card.backbone("visual").params.get("image_size", 224)
@@ -152,12 +176,94 @@ def run_model(
     for name, preds in sets.items():
         reports[name] = evaluate_records(
             gt, preds, split=split_id(gt_path), dataset="auto", seed=seed, frame_sampling=sampling,
-            prompt_hash=prompt_hash(damo) if name == "llm" else None,
+            prompt_hash=prompt_hash(llm_damo) if name == "llm" else None,
             parser_name=PARSER_NAME if name == "llm" else "n/a (structured windows)",
             model_fingerprint=f"{card.name} {loaded.fingerprint}" + ("" if loaded.trained else " (UNTRAINED)"),
         )  # fmt: skip
     per_kind = {name: _per_kind(gt, preds, kinds) for name, preds in sets.items()}
     return ModelRun(reports, per_kind, failures, answers, timings, raw)
+
+
+@dataclass
+class SearchRun:
+    """`damo search` over a library of every evaluated video: one row per query."""
+
+    queries: int
+    video_top1: float  # % of queries whose rank-1 result is in the right video
+    window_top1: float  # % whose rank-1 result is in the right video at IoU >= 0.5 with a true window
+    video_top5: float  # % with the right video among the first five results
+    chance_video_top1: float  # % a random pick of one of the library's videos would get
+    videos: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in vars(self).items() if k != "rows"}
+
+
+def run_search(
+    videos_dir: Path,
+    gt_path: Path,
+    model: str,
+    device: str = "cpu",
+    progress: Callable[[str, int, int], None] | None = None,
+) -> SearchRun:
+    """Index every video the ground truth names into one library (incremental: cached analyses are reused), then
+    score `damo search QUERY` (the verb's own code: `search_library`) on every query."""
+    from damo_cli.encoders.loader import load_backbone
+    from damo_cli.evaluation.grounding import temporal_iou
+    from damo_cli.paths import cache_dir
+    from damo_cli.pipeline.analyse import Analyser
+    from damo_cli.pipeline.indexer import Indexer
+    from damo_cli.pipeline.loading import load_model
+    from damo_cli.pipeline.search import search_library
+    from damo_cli.store import Library
+
+    gt = load_gt(gt_path)
+    videos = _videos_of(gt, gt_path, videos_dir)
+    paths = sorted({path.absolute() for path, _ in videos.values()})
+    loaded = load_model(model, device)
+    fingerprint = Analyser.fingerprint_of(loaded)
+    name = hashlib.sha256(("\n".join(map(str, paths)) + fingerprint).encode()).hexdigest()[:12]
+    library = Library.open(cache_dir() / "eval-libraries" / name)
+    indexer = Indexer(model, device, library)
+    done = 0
+
+    def on_event(kind: str, path: Path, _detail: str) -> None:
+        nonlocal done
+        if kind in ("indexed", "skipped", "moved", "failed") and progress is not None:
+            done += 1
+            progress(path.name, done, len(paths))
+
+    report = indexer.run(paths, on_event=on_event)
+    if report.failed:
+        raise EvaluationError(f"could not index {report.failed[0][0]}: {report.failed[0][1]}")
+    text = load_backbone(loaded.card, "text", device)
+    rows, video_hits, window_hits, top5 = [], 0, 0, 0
+    for vid, (path, queries) in videos.items():
+        for q in queries:
+            hits = search_library(library, q.query, text.encode([q.query])[0], fingerprint, loaded.trained, k=5)
+            right = [h for h in hits if h.path.absolute() == path.absolute()]
+            first = hits[0] if hits else None
+            video_ok = first is not None and first.path.absolute() == path.absolute()
+            iou = 0.0
+            if video_ok:
+                assert first is not None
+                iou = float(temporal_iou(np.asarray([first.start, first.end])[None], q.windows).max())
+            video_hits += video_ok
+            window_hits += video_ok and iou >= 0.5 - 1e-9
+            top5 += bool(right)
+            rows.append({"qid": q.qid, "vid": vid, "query": q.query, "top1_video_right": video_ok,
+                         "top1_iou": round(iou, 4), "results": [h.to_json() for h in hits]})  # fmt: skip
+    count = max(1, len(rows))
+    return SearchRun(
+        queries=len(rows),
+        video_top1=100.0 * video_hits / count,
+        window_top1=100.0 * window_hits / count,
+        video_top5=100.0 * top5 / count,
+        chance_video_top1=100.0 / max(1, len(paths)),
+        videos=len(paths),
+        rows=rows,
+    )
 
 
 def _to(clip: Any, device: str) -> Any:

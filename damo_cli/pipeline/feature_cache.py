@@ -19,7 +19,7 @@ _ARRAYS = ("step_spans", "fused", "bridge", "fusion_tokens", "window_spans")
 
 
 def _file(content_key: str, fingerprint: str) -> Path:
-    return cache_dir() / "features" / fingerprint / f"{content_key}.npz"
+    return cache_dir() / "analyses" / fingerprint / f"{content_key.replace(':', '-')}.npz"
 
 
 def save(analysis: VideoAnalysis, content_key: str, fingerprint: str) -> Path:

@@ -30,6 +30,10 @@ class Calibration:
     def __call__(self, score: float) -> float:
         return self.weight * float(np.clip((score - self.floor) / (self.ceiling - self.floor), 0.0, 1.0))
 
+    def linear(self, scores: np.ndarray) -> np.ndarray:
+        """The same map without the clipping: below the floor stays below 0, so a curve keeps its shape."""
+        return self.weight * (np.asarray(scores, dtype=np.float64) - self.floor) / (self.ceiling - self.floor)
+
 
 # Cosines in MiniLM space (fused, bridge, speech); the transcript channel is scored by query-word coverage.
 # Floors and ceilings read off the distributions of matching vs unrelated queries on the packaged sample videos.

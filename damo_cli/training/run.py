@@ -21,8 +21,8 @@ from damo_cli.model.checkpoint import MANIFEST_FILE, WEIGHTS_FILE, load_checkpoi
 from damo_cli.model.config import DamoConfig
 from damo_cli.model.damo import DamoModel
 from damo_cli.model.load import MODEL_DIR_CARD
+from damo_cli.pipeline.features import FeatureExtractor
 from damo_cli.training.datasets import TrainVideo, lm_examples, load_videos, read_annotations, resolve_videos
-from damo_cli.training.features import FeatureExtractor
 from damo_cli.training.trainer import StageData, StageSettings, TextTable, Trainer, class_table
 
 Progress = Callable[[int, int, str], None]

@@ -1,0 +1,364 @@
+"""The frozen encoders' features of a video: the one feature path of index, ask, eval and training.
+
+`FeatureExtractor.extract(path)` decodes and encodes a video once and caches the result, keyed by the file's
+*content* (a renamed copy is a hit, an edited file a miss) and by everything that changes the features (backbone
+weights' sha256, frame rate, image size, pooled sizes, this module's format version); the transcript's name says how
+it was decoded, so new decoding settings retranscribe without re-encoding. Writes are atomic. `Analyser` (index, ask,
+`damo eval --videos`) and `damo train` / `finetune` all read video through here, so what a model is trained on is
+what it sees when a user asks (docs/architecture.md).
+
+Decoding runs piece by piece (frames in 60 s pieces through one `FrameReader`, audio in 10-minute pieces), so a
+two-hour video never sits in memory; only the small per-frame vectors below survive a piece.
+
+What is stored per video, and why (measured on damo-tiny, composed 20-36 s videos at 2 fps):
+- frame times (the real pts of each sampled frame) and the per-frame global vector (1280, fp16);
+- the local map *already pooled* to the card's p x p (2x2 of the 7x7 EfficientNet map). The model pools 7x7 to 2x2
+  first thing (VisualResidual) and accepts pre-pooled tokens as exactly that, so nothing is lost; storing all 49
+  tokens in fp16 would be 125 KB per frame (~15 MB per 60 s video at 2 fps) against 10 KB pooled;
+- per 30 s audio window (on one grid from 0 s), the masked mean of every pooling bin of the Whisper states (30 x 512
+  instead of 1500 x 512) and the number of valid states. When the bins do not overlap (1500 / 30 = 50 states each)
+  expanding each bin mean back over its states gives the model *exactly* the same pooled tokens and global mean
+  (see `to_clip`);
+- the top-10 ImageNet classes of each frame (the zero-shot bridge: a search channel and a stage-1 teacher);
+- the Whisper transcript (lines cut where the speaker pauses, with word times), as JSON beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from damo_cli.cards import ModelCard
+from damo_cli.encoders.audio import TRANSCRIBE_SETTINGS, TranscriptSegment, Word, split_at_pauses
+from damo_cli.errors import NoVideoStreamError
+from damo_cli.integrity import atomic_path
+from damo_cli.media import FrameReader, iter_audio_windows, probe
+from damo_cli.model.config import DamoConfig
+from damo_cli.model.damo import ClipFeatures
+from damo_cli.paths import cache_dir
+
+FORMAT_VERSION = 2  # 2: decoded piece by piece, transcript lines cut at pauses with word probabilities
+TOP_CLASSES = 10
+FRAME_PIECE_SECONDS = 60.0
+AUDIO_PIECE_SECONDS = 600.0  # a multiple of Whisper's 30 s window, so audio windows sit on one grid from 0 s
+UTTERANCE_PAUSE_SECONDS = 1.0  # a transcript line ends where the speaker stops this long (search returns lines)
+
+
+@dataclass
+class VideoFeatures:
+    """Cached frozen features of one video (CPU tensors)."""
+
+    key: str  # the video's content key (store.keys.content_key): its name in the cache
+    duration: float
+    has_audio: bool
+    frame_times: torch.Tensor  # (N,) float32 seconds
+    visual_global: torch.Tensor  # (N, Dv) fp16
+    visual_local: torch.Tensor  # (N, p*p, Dv) fp16, pooled
+    class_index: torch.Tensor  # (N, K) int32 top ImageNet classes
+    class_prob: torch.Tensor  # (N, K) fp16 their probabilities
+    audio_bins: torch.Tensor | None  # (W, La, Da) fp16 masked bin means, or None: no audio track
+    audio_valid: torch.Tensor | None  # (W,) int32 valid states per window
+    audio_starts: torch.Tensor | None  # (W,) float32 seconds
+    transcript: list[TranscriptSegment] = field(default_factory=list)
+
+    def to_clip(self, config: DamoConfig) -> ClipFeatures:
+        """ClipFeatures (B = 1) for the model: bins expanded back over their states, masked past `valid`."""
+        audio_states = audio_mask = audio_starts = None
+        if self.audio_bins is not None:
+            assert self.audio_valid is not None and self.audio_starts is not None
+            states = config.audio_states_per_window
+            per_bin = states // self.audio_bins.shape[1]
+            audio_states = self.audio_bins.float().repeat_interleave(per_bin, dim=1)[None]  # (1, W, S, Da)
+            audio_mask = (torch.arange(states)[None, :] < self.audio_valid[:, None])[None]
+            audio_starts = self.audio_starts[None].float()
+        return ClipFeatures(
+            visual_global=self.visual_global.float()[None],
+            visual_local=self.visual_local.float()[None],
+            frame_times=self.frame_times.float()[None],
+            audio_states=audio_states,
+            audio_mask=audio_mask,
+            audio_starts=audio_starts,
+        )
+
+    def class_probs(self, classes: int = 1000) -> torch.Tensor:
+        """(N, classes) dense probabilities with only the stored top classes non-zero."""
+        dense = torch.zeros(len(self.frame_times), classes)
+        return dense.scatter_(1, self.class_index.long(), self.class_prob.float())
+
+
+def extractor_fingerprint(card: ModelCard, config: DamoConfig) -> str:
+    """sha256 prefix of everything that changes cached features."""
+    visual, audio = card.backbone("visual"), card.backbone("audio")
+    parts = {
+        "version": FORMAT_VERSION,
+        "visual": sorted(f.sha256 for f in visual.files.values()),
+        "audio": sorted(a.sha256 for a in audio.assembled.values()) or sorted(f.sha256 for f in audio.files.values()),
+        "image_size": visual.params.get("image_size"),
+        "fps": config.video.sample_fps,
+        "pool": config.visual_pool_grid,
+        "audio_tokens": config.audio_tokens_per_window,
+        "top": TOP_CLASSES,
+        "pause": UTTERANCE_PAUSE_SECONDS,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_poolable(config: DamoConfig) -> None:
+    if config.audio_states_per_window % config.audio_tokens_per_window:
+        from damo_cli.errors import ModelError
+
+        raise ModelError(
+            "the feature cache stores pooled audio bins: audio states per window "
+            f"({config.audio_states_per_window}) must be divisible by audio tokens ({config.audio_tokens_per_window})"
+        )
+
+
+class FeatureExtractor:
+    """Loads the frozen visual and audio backbones once; `extract(path)` returns (and caches) a video's features."""
+
+    def __init__(self, card: ModelCard, config: DamoConfig, device: str = "cpu", transcribe: bool = True) -> None:
+        check_poolable(config)
+        self.card, self.config, self.device, self.transcribe = card, config, device, transcribe
+        self.fingerprint = extractor_fingerprint(card, config)
+        self.folder = cache_dir() / "features" / self.fingerprint
+        self.image_size = int(card.backbone("visual").params.get("image_size", 224))
+        self._visual: Any = None
+        self._audio: Any = None
+        self.timings: dict[str, float] = {"decode": 0.0, "visual": 0.0, "audio": 0.0, "transcribe": 0.0}
+
+    # backbones are loaded on first need: a fully cached dataset never loads them
+    @property
+    def visual(self) -> Any:
+        if self._visual is None:
+            from damo_cli.encoders.loader import load_backbone
+
+            self._visual = load_backbone(self.card, "visual", self.device)
+        return self._visual
+
+    @property
+    def audio(self) -> Any:
+        if self._audio is None:
+            from damo_cli.encoders.loader import load_backbone
+
+            self._audio = load_backbone(self.card, "audio", self.device)
+        return self._audio
+
+    def paths(self, digest: str) -> tuple[Path, Path]:
+        return cache_paths(self.folder, digest)
+
+    def cached(self, digest: str) -> VideoFeatures | None:
+        """The cached features of a video's content, or None (absent, damaged, or its transcript is missing)."""
+        tensors, transcript = self.paths(digest)
+        if not tensors.is_file() or (self.transcribe and not transcript.is_file()):
+            return None
+        try:
+            return load_features(self.folder, digest)
+        except (OSError, ValueError, KeyError, RuntimeError):
+            return None  # damaged cache entry: recomputed by extract
+
+    def extract(self, path: Path, digest: str | None = None, on_progress: Any = None) -> VideoFeatures:
+        """on_progress(fraction) is called as pieces of the video are encoded."""
+        digest = digest or file_key(path)
+        tensors, transcript = self.paths(digest)
+        if tensors.is_file():
+            try:
+                features = load_features(self.folder, digest)
+            except (OSError, ValueError, KeyError, RuntimeError):
+                pass  # damaged cache entry: recompute below
+            else:
+                if self.transcribe and not transcript.is_file():  # only the transcript is missing (or outdated)
+                    features.transcript = self._transcript_only(path) if features.has_audio else []
+                    save_transcript(transcript, features.transcript)
+                return features
+        features = self._compute(path, digest, on_progress)
+        save_features(self.folder, features, with_transcript=self.transcribe)
+        return features
+
+    def _compute(self, path: Path, digest: str, on_progress: Any = None) -> VideoFeatures:
+        config = self.config
+        info = probe(path)
+        if not info.has_video:
+            raise NoVideoStreamError(f"{path}: no video stream (an audio-only file)")
+        times: list[torch.Tensor] = []
+        globals_: list[torch.Tensor] = []
+        locals_: list[torch.Tensor] = []
+        top_i: list[torch.Tensor] = []
+        top_p: list[torch.Tensor] = []
+        last = -float("inf")
+        with FrameReader(path, size=(self.image_size, self.image_size)) as reader:  # opened once for all pieces
+            for start, end in frame_pieces(info.duration):
+                started = time.perf_counter()
+                try:
+                    batch = reader.sample(fps=config.video.sample_fps, start=start, end=end)
+                except ValueError:  # the declared duration runs past the last frame
+                    break
+                self.timings["decode"] += time.perf_counter() - started
+                started = time.perf_counter()
+                piece_times = torch.as_tensor(batch.timestamps, dtype=torch.float32)
+                keep = torch.ones_like(piece_times, dtype=torch.bool)  # a repeated frame (video slower than the
+                keep[1:] = piece_times[1:] > piece_times[:-1]  # sampling rate) is kept once
+                keep &= piece_times > last
+                if bool(keep.any()):
+                    encoded = self.visual.encode(batch.frames[keep.numpy()])
+                    probs_p, probs_i = encoded.class_probs.topk(TOP_CLASSES, dim=-1)
+                    grid, pool = config.visual_grid, config.visual_pool_grid
+                    maps = encoded.local.reshape(int(keep.sum()), grid, grid, -1).permute(0, 3, 1, 2)
+                    pooled = torch.nn.functional.adaptive_avg_pool2d(maps, pool).flatten(2).transpose(1, 2)
+                    times.append(piece_times[keep])
+                    globals_.append(encoded.global_.half())
+                    locals_.append(pooled.half())
+                    top_i.append(probs_i.int())
+                    top_p.append(probs_p.half())
+                    last = float(piece_times[keep][-1])
+                self.timings["visual"] += time.perf_counter() - started
+                if on_progress is not None:
+                    on_progress(0.8 * end / max(info.duration, 1e-6))
+        if not times:
+            raise NoVideoStreamError(f"{path}: no decodable frames")
+        audio_bins = audio_valid = audio_starts = None
+        transcript: list[TranscriptSegment] = []
+        if info.has_audio:
+            windows, segments = [], []
+            for piece in iter_audio_windows(path, window_seconds=AUDIO_PIECE_SECONDS):  # one decode for both uses
+                started = time.perf_counter()
+                windows += self.audio.encode(piece.samples, start=piece.start)
+                self.timings["audio"] += time.perf_counter() - started
+                if self.transcribe:
+                    segments += self._transcribe_piece(piece.samples, piece.start)
+            if windows:
+                audio_bins, audio_valid, audio_starts = pool_audio_windows(windows, config.audio_tokens_per_window)
+            transcript = split_at_pauses(segments, UTTERANCE_PAUSE_SECONDS)
+        if on_progress is not None:
+            on_progress(1.0)
+        return VideoFeatures(
+            key=digest,
+            duration=float(info.duration),
+            has_audio=audio_bins is not None,
+            frame_times=torch.cat(times),
+            visual_global=torch.cat(globals_),
+            visual_local=torch.cat(locals_).contiguous(),
+            class_index=torch.cat(top_i),
+            class_prob=torch.cat(top_p),
+            audio_bins=audio_bins,
+            audio_valid=audio_valid,
+            audio_starts=audio_starts,
+            transcript=transcript,
+        )
+
+    def _transcript_only(self, path: Path) -> list[TranscriptSegment]:
+        segments: list[TranscriptSegment] = []
+        for piece in iter_audio_windows(path, window_seconds=AUDIO_PIECE_SECONDS):
+            segments += self._transcribe_piece(piece.samples, piece.start)
+        return split_at_pauses(segments, UTTERANCE_PAUSE_SECONDS)
+
+    def _transcribe_piece(self, samples: np.ndarray, offset: float) -> list[TranscriptSegment]:
+        started = time.perf_counter()
+        segments = self.audio.transcribe(samples)
+        for seg in segments:
+            seg.start += offset
+            seg.end += offset
+            for word in seg.words:
+                word.start += offset
+                word.end += offset
+        self.timings["transcribe"] += time.perf_counter() - started
+        return segments
+
+
+def frame_pieces(duration: float) -> list[tuple[float, float]]:
+    """[start, end) pieces of FRAME_PIECE_SECONDS covering the video: frames are decoded and encoded one at a time."""
+    starts = np.arange(0.0, max(duration, 1e-6), FRAME_PIECE_SECONDS)
+    return [(float(s), float(min(s + FRAME_PIECE_SECONDS, duration))) for s in starts]
+
+
+def file_key(path: Path) -> str:
+    """The cache's name for a video: its content key, as a file name (a renamed copy is a hit, an edit a miss)."""
+    from damo_cli.store.keys import content_key
+
+    return content_key(path).replace(":", "-")
+
+
+def cache_paths(folder: Path, digest: str) -> tuple[Path, Path]:
+    """(tensors, transcript) of one video; the transcript's name carries how it was decoded."""
+    return folder / f"{digest}.safetensors", folder / f"{digest}.transcript.{TRANSCRIBE_SETTINGS}.json"
+
+
+def save_transcript(path: Path, transcript: Sequence[TranscriptSegment]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps([asdict(line) for line in transcript], ensure_ascii=False))
+
+
+def read_transcript(path: Path) -> list[TranscriptSegment]:
+    return [
+        TranscriptSegment(raw["start"], raw["end"], raw["text"], [Word(**w) for w in raw.get("words", [])])
+        for raw in json.loads(path.read_text(encoding="utf-8"))
+    ]
+
+
+def pool_audio_windows(windows: Sequence[Any], tokens: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Whisper windows -> (W, La, Da) masked bin means, (W,) valid counts, (W,) starts."""
+    states = torch.stack([torch.as_tensor(w.states, dtype=torch.float32) for w in windows])  # (W, S, Da)
+    count, length = states.shape[0], states.shape[1]
+    per_bin = length // tokens
+    valid = torch.tensor([int(w.valid) for w in windows], dtype=torch.int32)
+    mask = (torch.arange(length)[None, :] < valid[:, None]).float()  # (W, S)
+    sums = (states * mask[..., None]).reshape(count, tokens, per_bin, -1).sum(2)
+    counts = mask.reshape(count, tokens, per_bin).sum(2).clamp_min(1.0)
+    bins = (sums / counts[..., None]).half()
+    starts = torch.tensor([float(w.start) for w in windows], dtype=torch.float32)
+    return bins, valid, starts
+
+
+def save_features(folder: Path, features: VideoFeatures, with_transcript: bool = True) -> None:
+    from safetensors.torch import save_file
+
+    tensors_path, transcript_path = cache_paths(folder, features.key)
+    tensors = {
+        "frame_times": features.frame_times,
+        "visual_global": features.visual_global,
+        "visual_local": features.visual_local,
+        "class_index": features.class_index,
+        "class_prob": features.class_prob,
+    }
+    if features.audio_bins is not None:
+        assert features.audio_valid is not None and features.audio_starts is not None
+        tensors.update(audio_bins=features.audio_bins, audio_valid=features.audio_valid)
+        tensors["audio_starts"] = features.audio_starts
+    metadata = {"duration": repr(features.duration), "version": str(FORMAT_VERSION), "key": features.key}
+    if with_transcript:  # transcript first: a tensors file without its transcript is transcribed again
+        save_transcript(transcript_path, features.transcript)
+    with atomic_path(tensors_path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+
+
+def load_features(folder: Path, digest: str) -> VideoFeatures:
+    from safetensors import safe_open
+
+    tensors_path, transcript_path = cache_paths(folder, digest)
+    with safe_open(str(tensors_path), framework="pt") as handle:
+        meta = handle.metadata() or {}
+        if meta.get("version") != str(FORMAT_VERSION):
+            raise ValueError("feature cache format changed")
+        t = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is not a dict
+    transcript = read_transcript(transcript_path) if transcript_path.is_file() else []
+    return VideoFeatures(
+        key=digest,
+        duration=float(meta["duration"]),
+        has_audio="audio_bins" in t,
+        frame_times=t["frame_times"],
+        visual_global=t["visual_global"],
+        visual_local=t["visual_local"],
+        class_index=t["class_index"],
+        class_prob=t["class_prob"],
+        audio_bins=t.get("audio_bins"),
+        audio_valid=t.get("audio_valid"),
+        audio_starts=t.get("audio_starts"),
+        transcript=transcript,
+    )
