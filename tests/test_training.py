@@ -106,7 +106,8 @@ def synthetic_videos(config, count: int, seed: int = 0) -> list[TrainVideo]:  # 
         plan = {"segments": segments, "overlays": overlays, "speech": [], "sounds": sounds}
         valid = torch.tensor([min(config.audio_states_per_window, int(duration / 30 * 60))] + [0] * (windows_n - 1))
         features = VideoFeatures(
-            sha256=f"synthetic-{index}",
+            key=f"synthetic-{index}",
+            has_audio=True,
             duration=duration,
             frame_times=times.float(),
             visual_global=g.half(),
@@ -171,7 +172,7 @@ def test_cached_pooled_features_fuse_like_the_encoders_outputs() -> None:
     bins, valid, starts = pool_audio_windows(windows, 30)
     pooled = torch.nn.functional.adaptive_avg_pool2d(local.reshape(n, 4, 4, 24).permute(0, 3, 1, 2), 2)
     pooled = pooled.flatten(2).transpose(1, 2)
-    cached = VideoFeatures("x", 6.5, times.float(), g, pooled, torch.zeros(n, 10, dtype=torch.int32),
+    cached = VideoFeatures("x", 6.5, True, times.float(), g, pooled, torch.zeros(n, 10, dtype=torch.int32),
                            torch.zeros(n, 10), bins.float(), valid, starts)  # fmt: skip
     with torch.no_grad():
         a, b = model.fuse(raw), model.fuse(cached.to_clip(config))
@@ -276,7 +277,7 @@ def test_a_short_phrase_in_a_long_utterance_is_timed_by_its_own_words() -> None:
     assert (start, end) == (2.8, 5.2) and score == 1.0  # "ask" .. "country"
     # every word of the second clause is in the first one too: word order tells them apart
     (start, end, score), *_ = speech_moments([segment], "when is 'ask what you can do for your country' said?")
-    assert (start, end) == (7.3, 11.2) and score == 1.0  # words 14-21
+    assert (start, end) == (7.3, 11.0) and score == 1.0  # words 14-21; it ends the utterance: the utterance's end
 
 
 # --------------------------------------------------------------------------------------------------- annotations

@@ -193,6 +193,8 @@ class SearchRun:
     window_top1: float  # % whose rank-1 result is in the right video at IoU >= 0.5 with a true window
     video_top5: float  # % with the right video among the first five results
     chance_video_top1: float  # % a random pick of one of the library's videos would get
+    zero_shot_video_top1: float  # the same search without the trained head (bridge + transcript), same library
+    zero_shot_window_top1: float
     videos: int
     rows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -220,7 +222,7 @@ def run_search(
 
     gt = load_gt(gt_path)
     videos = _videos_of(gt, gt_path, videos_dir)
-    paths = sorted({path.absolute() for path, _ in videos.values()})
+    paths = sorted({path.resolve() for path, _ in videos.values()})
     loaded = load_model(model, device)
     fingerprint = Analyser.fingerprint_of(loaded)
     name = hashlib.sha256(("\n".join(map(str, paths)) + fingerprint).encode()).hexdigest()[:12]
@@ -238,13 +240,19 @@ def run_search(
     if report.failed:
         raise EvaluationError(f"could not index {report.failed[0][0]}: {report.failed[0][1]}")
     text = load_backbone(loaded.card, "text", device)
-    rows, video_hits, window_hits, top5 = [], 0, 0, 0
+    rows, video_hits, window_hits, top5, zs_video, zs_window = [], 0, 0, 0, 0, 0
     for vid, (path, queries) in videos.items():
         for q in queries:
-            hits = search_library(library, q.query, text.encode([q.query])[0], fingerprint, loaded.trained, k=5)
-            right = [h for h in hits if h.path.absolute() == path.absolute()]
+            vector = text.encode([q.query])[0]
+            zero_shot = search_library(library, q.query, vector, fingerprint, False, k=1)
+            if zero_shot and zero_shot[0].path.resolve() == path.resolve():
+                zs_video += 1
+                span = np.asarray([zero_shot[0].start, zero_shot[0].end])[None]
+                zs_window += float(temporal_iou(span, q.windows).max()) >= 0.5 - 1e-9
+            hits = search_library(library, q.query, vector, fingerprint, loaded.trained, k=5)
+            right = [h for h in hits if h.path.resolve() == path.resolve()]
             first = hits[0] if hits else None
-            video_ok = first is not None and first.path.absolute() == path.absolute()
+            video_ok = first is not None and first.path.resolve() == path.resolve()
             iou = 0.0
             if video_ok:
                 assert first is not None
@@ -261,6 +269,8 @@ def run_search(
         window_top1=100.0 * window_hits / count,
         video_top5=100.0 * top5 / count,
         chance_video_top1=100.0 / max(1, len(paths)),
+        zero_shot_video_top1=100.0 * zs_video / count,
+        zero_shot_window_top1=100.0 * zs_window / count,
         videos=len(paths),
         rows=rows,
     )

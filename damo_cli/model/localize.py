@@ -206,7 +206,6 @@ def phrase_match(phrase: str, words: Sequence[str]) -> tuple[float, int, int]:
     return best
 
 
-PHRASE_SHARE = 0.5  # a phrase with fewer than half of its utterance's words is answered with its own words' times
 
 
 def _word_items(seg: Any) -> list[tuple[float, float, str]]:
@@ -229,17 +228,18 @@ def _spoken(seg: Any, phrase: str) -> tuple[float, float, float]:
         score, _, _ = phrase_match(phrase, _words(getattr(seg, "text", "")))
         return float(seg.start), float(seg.end), score
     score, first, last = phrase_match(phrase, tokens)
-    if (last - first + 1) >= PHRASE_SHARE * len(tokens):
-        return float(seg.start), float(seg.end), score
-    return words[owner[first]][0], words[owner[last]][1], score
+    # An edge the phrase shares with its utterance keeps the utterance's edge (faster-whisper folds a pause into
+    # an utterance's first word, so that word's start is early); an edge inside the utterance is its word's time.
+    start = float(seg.start) if owner[first] == 0 else words[owner[first]][0]
+    end = float(seg.end) if owner[last] == len(words) - 1 else words[owner[last]][1]
+    return start, end, score
 
 
 def speech_moments(segments: Sequence[Any], query: str, min_score: float = 0.5) -> list[tuple[float, float, float]]:
     """Transcript segments (with .start, .end, .text, optionally word times) matching the query's phrase, best first.
 
-    "When does someone say X" asks when X is said. When X is most of an utterance (a segment, speech between
-    pauses) the answer is the utterance; when it is a small part of a long one, the span of its own words. (Word
-    times are not used for the edges of whole utterances: faster-whisper folds a pause into the next word.)
+    "When does someone say X" asks when X is said: the span of X's own words inside the utterance (a segment,
+    speech between pauses) that holds it; where X starts or ends the utterance, the utterance's own edge.
     """
     phrase = quoted_phrase(query)
     if not phrase:

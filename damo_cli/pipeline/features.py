@@ -128,11 +128,14 @@ class FeatureExtractor:
         check_poolable(config)
         self.card, self.config, self.device, self.transcribe = card, config, device, transcribe
         self.fingerprint = extractor_fingerprint(card, config)
-        self.folder = cache_dir() / "features" / self.fingerprint
         self.image_size = int(card.backbone("visual").params.get("image_size", 224))
         self._visual: Any = None
         self._audio: Any = None
         self.timings: dict[str, float] = {"decode": 0.0, "visual": 0.0, "audio": 0.0, "transcribe": 0.0}
+
+    @property
+    def folder(self) -> Path:
+        return cache_dir() / "features" / self.fingerprint  # read on every lookup: DAMO_HOME may change (bench)
 
     # backbones are loaded on first need: a fully cached dataset never loads them
     @property
