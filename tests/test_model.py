@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -502,3 +503,23 @@ def test_bfloat16_weights_keep_times_exact() -> None:
     assert low.step_embeddings.dtype == torch.bfloat16
     assert torch.equal(low.step_times, full.step_times) and low.step_times[0, 0] == 3601.0
     assert (low.step_embeddings.float() - full.step_embeddings).abs().max() < 0.05
+
+
+def test_ask_on_flat_evidence_answers_with_the_whole_clip_and_says_it_is_unsure() -> None:
+    from damo_cli.pipeline.analyse import VideoAnalysis
+    from damo_cli.pipeline.ask import evidence_answer, find_moments
+
+    steps = 8
+    spans = np.stack([np.arange(steps), np.arange(steps) + 1.0], axis=1)
+    query = np.eye(384, dtype=np.float32)[0]
+    flat = np.tile(np.eye(384, dtype=np.float32)[1], (steps, 1))  # orthogonal to the query at every step
+    analysis = VideoAnalysis(Path("clip.mp4"), 8.0, False, spans, flat, flat, np.zeros((1, 2, 4)), np.zeros((1, 2)))
+    moments = find_moments(analysis, "a dog jumps", query, np.zeros((0, 384)), trained=True)
+    assert moments[0][:2] == (0.0, 8.0)  # nothing singles out a moment: the whole clip, not a guess
+    assert "not sure" in evidence_answer(analysis, moments)
+    peaked = flat.copy()
+    peaked[5] = query  # the head sees the query at 5-6 s
+    moments = find_moments(analysis.__class__(**{**vars(analysis), "fused": peaked}), "a dog jumps", query,
+                           np.zeros((0, 384)), trained=True)  # fmt: skip
+    start, end, confidence = moments[0]
+    assert start >= 4.0 and end <= 7.0 and confidence > 0.5
