@@ -24,17 +24,19 @@ SPLIT_DEV = (
     "RupertLuo/Valley",
     "imageio/imageio-binaries",
 )
+SPLITS = ("train", "dev")
 ROOT = Path(__file__).resolve().parent.parent / "data" / "real-clips"
 
 
 def main(shared: Path) -> None:
-    manifest = {row["file"]: row for row in csv.DictReader(open(shared / "MANIFEST.tsv"), delimiter="\t")}
+    with open(shared / "MANIFEST.tsv", encoding="utf-8") as handle:
+        manifest = {row["file"]: row for row in csv.DictReader(handle, delimiter="\t")}
     labels = [json.loads(line) for line in (ROOT / "labels.jsonl").read_text().splitlines() if line.strip()]
     repos = {row["source_repo"] for row in manifest.values()}
     unknown = set(SPLIT_DEV) - repos
     if unknown:
         raise SystemExit(f"dev repositories not in the manifest: {sorted(unknown)}")
-    out: dict[str, list[dict]] = {f"{kind}-{split}": [] for kind in ("moments", "questions") for split in ("train", "dev")}
+    out: dict[str, list[dict]] = {f"{kind}-{split}": [] for kind in ("moments", "questions") for split in SPLITS}
     for clip in sorted(labels, key=lambda c: c["file"]):
         row = manifest[clip["file"]]
         split = "dev" if row["source_repo"] in SPLIT_DEV else "train"

@@ -29,7 +29,8 @@ def damo(*args: str) -> subprocess.CompletedProcess[str]:
 
 @needs_clips
 def test_every_clip_is_labelled_once_with_its_manifest_sha256_and_split_by_repository():
-    manifest = {r["file"]: r for r in csv.DictReader(open(SHARED_CLIPS / "MANIFEST.tsv"), delimiter="\t")}
+    with open(SHARED_CLIPS / "MANIFEST.tsv", encoding="utf-8") as handle:
+        manifest = {r["file"]: r for r in csv.DictReader(handle, delimiter="\t")}
     labels = rows("labels.jsonl")
     assert sorted(c["file"] for c in labels) == sorted(manifest)
     for clip in labels:
