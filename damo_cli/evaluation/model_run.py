@@ -276,14 +276,6 @@ def run_search(
     )
 
 
-def _to(clip: Any, device: str) -> Any:
-    from damo_cli.model.damo import ClipFeatures
-
-    if device == "cpu":
-        return clip
-    return ClipFeatures(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(clip).items()})
-
-
 def _add(preds: PredictionSet, raw: list[dict[str, Any]], q: GTQuery, moments: Sequence[tuple[float, ...]]) -> None:
     windows = np.asarray([[m[0], m[1], m[2]] for m in moments], dtype=float).reshape(-1, 3)
     order = np.argsort(-windows[:, 2], kind="stable") if len(windows) else np.zeros(0, dtype=int)

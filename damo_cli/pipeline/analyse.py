@@ -76,9 +76,7 @@ class Analyser:
         parts += f"|window={video.window_seconds}/{video.window_overlap_seconds}|asr={TRANSCRIBE_SETTINGS}"
         return hashlib.sha256(parts.encode()).hexdigest()[:16]
 
-    def analyse(
-        self, path: Path, transcribe: bool = True, on_progress: Callable[[float], None] | None = None
-    ) -> VideoAnalysis:
+    def analyse(self, path: Path, on_progress: Callable[[float], None] | None = None) -> VideoAnalysis:
         features = self.features.extract(path, on_progress=on_progress)
         return self.fuse(path, features)
 

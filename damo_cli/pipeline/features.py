@@ -157,16 +157,6 @@ class FeatureExtractor:
     def paths(self, digest: str) -> tuple[Path, Path]:
         return cache_paths(self.folder, digest)
 
-    def cached(self, digest: str) -> VideoFeatures | None:
-        """The cached features of a video's content, or None (absent, damaged, or its transcript is missing)."""
-        tensors, transcript = self.paths(digest)
-        if not tensors.is_file() or (self.transcribe and not transcript.is_file()):
-            return None
-        try:
-            return load_features(self.folder, digest)
-        except (OSError, ValueError, KeyError, RuntimeError):
-            return None  # damaged cache entry: recomputed by extract
-
     def extract(self, path: Path, digest: str | None = None, on_progress: Any = None) -> VideoFeatures:
         """on_progress(fraction) is called as pieces of the video are encoded."""
         digest = digest or file_key(path)

@@ -73,7 +73,7 @@ class TrainVideo:
     transcript: list[tuple[float, float, str]] = field(default_factory=list)  # what the prompt shows
     plan: dict[str, Any] | None = None
     dialogues: list[list[tuple[str, str]]] = field(default_factory=list)  # from `damo data augment`
-    features: Any = None  # training.features.VideoFeatures
+    features: Any = None  # pipeline.features.VideoFeatures
     window: tuple[float, float] | None = None  # a long video's clip: the inference window it stands for
 
     def clip(self, config: Any) -> Any:
