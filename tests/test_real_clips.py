@@ -27,6 +27,14 @@ def damo(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "damo_cli", *args], capture_output=True, text=True, timeout=900)
 
 
+def eval_few(tmp_path: Path, few: list[dict], *options: str) -> subprocess.CompletedProcess[str]:
+    """`damo eval --videos` on the shared clips with `few` as the ground truth, as JSON."""
+    gt = tmp_path / "few.jsonl"
+    gt.write_text("".join(json.dumps(r) + "\n" for r in few))
+    clips = str(SHARED_CLIPS / "clips")
+    return damo("eval", "--videos", clips, "--gt", str(gt), "--model", "damo-tiny", "--json", *options)
+
+
 @needs_clips
 def test_every_clip_is_labelled_once_with_its_manifest_sha256_and_split_by_repository():
     with open(SHARED_CLIPS / "MANIFEST.tsv", encoding="utf-8") as handle:
@@ -53,11 +61,8 @@ def test_every_clip_is_labelled_once_with_its_manifest_sha256_and_split_by_repos
 
 @needs_clips
 def test_eval_scores_the_moments_ask_returns_and_never_falls_below_the_bridge(tmp_path):
-    gt = tmp_path / "few.jsonl"
     few = [r for r in rows("moments-dev.jsonl") if r["vid"] in FEW]
-    gt.write_text("".join(json.dumps(r) + "\n" for r in few))
-    result = damo("eval", "--videos", str(SHARED_CLIPS / "clips"), "--gt", str(gt), "--model", "damo-tiny",
-                  "--no-llm", "--json", "--save-predictions", str(tmp_path / "pred"))  # fmt: skip
+    result = eval_few(tmp_path, few, "--no-llm", "--save-predictions", str(tmp_path / "pred"))
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     ask, bridge = report["ask"], report["bridge"]
@@ -81,11 +86,8 @@ def test_eval_scores_the_moments_ask_returns_and_never_falls_below_the_bridge(tm
 
 @needs_clips
 def test_eval_search_finds_the_right_clip_among_several(tmp_path):
-    gt = tmp_path / "few.jsonl"
     few = [r for r in rows("moments-dev.jsonl") if r["vid"] in FEW]
-    gt.write_text("".join(json.dumps(r) + "\n" for r in few))
-    result = damo("eval", "--videos", str(SHARED_CLIPS / "clips"), "--gt", str(gt), "--model", "damo-tiny",
-                  "--search", "--json")  # fmt: skip
+    result = eval_few(tmp_path, few, "--search")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["videos"] == 3 and report["queries"] == len(few)

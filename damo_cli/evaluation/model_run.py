@@ -212,7 +212,6 @@ def run_search(
     """Index every video the ground truth names into one library (incremental: cached analyses are reused), then
     score `damo search QUERY` (the verb's own code: `search_library`) on every query."""
     from damo_cli.encoders.loader import load_backbone
-    from damo_cli.evaluation.grounding import temporal_iou
     from damo_cli.paths import cache_dir
     from damo_cli.pipeline.analyse import Analyser
     from damo_cli.pipeline.indexer import Indexer
@@ -244,22 +243,14 @@ def run_search(
     for vid, (path, queries) in videos.items():
         for q in queries:
             vector = text.encode([q.query])[0]
-            zero_shot = search_library(library, q.query, vector, fingerprint, False, k=1)
-            if zero_shot and zero_shot[0].path.resolve() == path.resolve():
-                zs_video += 1
-                span = np.asarray([zero_shot[0].start, zero_shot[0].end])[None]
-                zs_window += float(temporal_iou(span, q.windows).max()) >= 0.5 - 1e-9
+            zs_ok, zs_iou = _rank1(search_library(library, q.query, vector, fingerprint, False, k=1), path, q)
+            zs_video += zs_ok
+            zs_window += zs_ok and zs_iou >= 0.5 - 1e-9
             hits = search_library(library, q.query, vector, fingerprint, loaded.trained, k=5)
-            right = [h for h in hits if h.path.resolve() == path.resolve()]
-            first = hits[0] if hits else None
-            video_ok = first is not None and first.path.resolve() == path.resolve()
-            iou = 0.0
-            if video_ok:
-                assert first is not None
-                iou = float(temporal_iou(np.asarray([first.start, first.end])[None], q.windows).max())
+            video_ok, iou = _rank1(hits, path, q)
             video_hits += video_ok
             window_hits += video_ok and iou >= 0.5 - 1e-9
-            top5 += bool(right)
+            top5 += any(h.path.resolve() == path.resolve() for h in hits)
             rows.append({"qid": q.qid, "vid": vid, "query": q.query, "top1_video_right": video_ok,
                          "top1_iou": round(iou, 4), "results": [h.to_json() for h in hits]})  # fmt: skip
     count = max(1, len(rows))
@@ -274,6 +265,15 @@ def run_search(
         videos=len(paths),
         rows=rows,
     )
+
+
+def _rank1(hits: Sequence[Any], path: Path, q: GTQuery) -> tuple[bool, float]:
+    """Whether the rank-1 search hit is in the query's video, and its IoU with the best true window (0 if not)."""
+    if not hits or hits[0].path.resolve() != path.resolve():
+        return False, 0.0
+    from damo_cli.evaluation.grounding import temporal_iou
+
+    return True, float(temporal_iou(np.asarray([hits[0].start, hits[0].end])[None], q.windows).max())
 
 
 def _add(preds: PredictionSet, raw: list[dict[str, Any]], q: GTQuery, moments: Sequence[tuple[float, ...]]) -> None:

@@ -206,8 +206,6 @@ def phrase_match(phrase: str, words: Sequence[str]) -> tuple[float, int, int]:
     return best
 
 
-
-
 def _word_items(seg: Any) -> list[tuple[float, float, str]]:
     """(start, end, text) of a segment's words: objects with .start/.end/.text or (start, end, text) tuples."""
     out = []

@@ -28,9 +28,9 @@ class Calibration:
     ceiling: float
 
     def __call__(self, score: float) -> float:
-        return self.weight * float(np.clip((score - self.floor) / (self.ceiling - self.floor), 0.0, 1.0))
+        return float(np.clip(self.linear(score), 0.0, self.weight))
 
-    def linear(self, scores: np.ndarray) -> np.ndarray:
+    def linear(self, scores: np.ndarray | float) -> np.ndarray:
         """The same map without the clipping: below the floor stays below 0, so a curve keeps its shape."""
         return self.weight * (np.asarray(scores, dtype=np.float64) - self.floor) / (self.ceiling - self.floor)
 
