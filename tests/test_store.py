@@ -388,6 +388,36 @@ def test_two_racing_writers_one_wins(tmp_path: Path) -> None:
             r.communicate()
 
 
+OPEN_AT_GO = """
+import sys
+import time
+from pathlib import Path
+from damo_cli.store import Library
+
+root, go = Path(sys.argv[1]), Path(sys.argv[2])
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.0005)
+print(Library.open(root).stats().videos, flush=True)
+"""
+
+
+@pytest.mark.parametrize("round_", range(3))  # a race: each round catches the old bug about a third of the time
+def test_several_processes_creating_one_library_at_once_all_open_it(tmp_path: Path, round_: int) -> None:
+    # Before the folder lock, such races could end in "busy" or "not a damo library" for a loser.
+    root, go = tmp_path / "lib", tmp_path / "go"
+    openers = [run_child(OPEN_AT_GO, str(root), str(go)) for _ in range(8)]
+    try:
+        for p in openers:
+            assert p.stdout.readline().strip() == "ready"
+        go.touch()
+        results = [p.communicate(timeout=60) for p in openers]
+        assert [out.strip() for out, _ in results] == ["0"] * 8, [err[-300:] for _, err in results]
+    finally:
+        for p in openers:
+            p.kill()
+
+
 # ---------------------------------------------------------------------------------------- damage and rebuild
 
 

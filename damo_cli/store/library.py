@@ -23,7 +23,7 @@ from damo_cli.errors import StoreError
 from damo_cli.paths import data_dir
 from damo_cli.store import schema, vectors
 from damo_cli.store.keys import content_key
-from damo_cli.store.lock import WriterLock
+from damo_cli.store.lock import WriterLock, folder_lock
 from damo_cli.store.moments import DEFAULT_MARGIN, Moment, merge_hits
 
 LOCK_NAME = "library.lock"
@@ -219,9 +219,24 @@ class Library:
                 root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create the library folder {root}: {exc.strerror or exc}") from None
-        elif db.stat().st_size == 0 and not create:
-            raise StoreError(f"the library {db} is empty: index some videos first with: damo index PATH...")
-        else:
+        with folder_lock(root):  # milliseconds: serialises only the creation and checks of concurrent opens
+            lib = cls._open_locked(root, db, create=create, approx_threshold=approx_threshold)
+        if check:
+            try:
+                lib.check()
+            except sqlite3.Error as exc:
+                lib.close()
+                raise schema.as_store_error(db, exc) from None
+            except BaseException:
+                lib.close()
+                raise
+        return lib
+
+    @classmethod
+    def _open_locked(cls, root: Path, db: Path, *, create: bool, approx_threshold: int) -> Library:
+        if db.exists():
+            if db.stat().st_size == 0 and not create:
+                raise StoreError(f"the library {db} is empty: index some videos first with: damo index PATH...")
             schema.check_file(db)
         try:
             conn = schema.connect(db)
@@ -229,16 +244,13 @@ class Library:
             raise schema.as_store_error(db, exc) from None
         try:
             full_text = schema.initialise_or_check(conn, db)
-            lib = cls(root, conn, full_text, approx_threshold)
-            if check:
-                lib.check()
+            return cls(root, conn, full_text, approx_threshold)
         except sqlite3.Error as exc:
             conn.close()
             raise schema.as_store_error(db, exc) from None
         except BaseException:
             conn.close()
             raise
-        return lib
 
     @classmethod
     def quarantine_and_recreate(

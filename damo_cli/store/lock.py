@@ -13,6 +13,8 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from damo_cli.errors import StoreError
@@ -87,3 +89,25 @@ def _read_pid(fd: int) -> int | None:
     except OSError:
         return None
     return int(text) if text.isdigit() else None
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """A short blocking exclusive flock on the folder itself, held while a library file is created or checked.
+
+    Two processes opening a new library at once would otherwise interleave SQLite's switch to WAL and the
+    schema's creation (one sees the other's half-made file: "busy", or tables without the application id).
+    Locking the directory adds no file to it; the kernel drops the lock if the holder dies.
+    """
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        raise StoreError(f"cannot open the library folder {folder}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the flock
