@@ -9,6 +9,12 @@ class DamoError(Exception):
     exit_code: int = 1
 
 
+class UsageError(DamoError):
+    """An argument that cannot be used as given (an empty query, a URL where a file is expected); exit 2 as click's."""
+
+    exit_code = 2
+
+
 class MediaError(DamoError):
     """The file cannot be used as media (missing, unreadable, not media, corrupt, no video stream...)."""
 

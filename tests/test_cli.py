@@ -53,6 +53,68 @@ def test_bad_input_gives_one_line_and_no_traceback(tmp_path):
         assert str(path.name) in lines[0]
 
 
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The single stderr line of a refused command (no traceback, no usage block)."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("search", ""),
+        ("search", "   "),
+        ("search", "\t\n"),
+        ("ask", "clip.mp4", ""),
+        ("ask", "clip.mp4", "   "),
+    ],
+)
+def test_empty_query_or_question_is_a_usage_error(args, tmp_path):
+    result = damo(*args, "--library", str(tmp_path)) if args[0] == "search" else damo(*args)
+    what = "search query" if args[0] == "search" else "question"
+    assert result.returncode == 2
+    assert one_error_line(result) == f"damo: error: the {what} is empty"
+
+
+URL_LINE = "damo: error: URLs are not supported: download the video first"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("ask", "http://host/x.mp4", "what happens?"),
+        ("ask", "https://host/x.mp4", "   "),  # the URL is named first, whatever else is wrong
+        ("index", "https://example.com/videos/a.mp4"),
+        ("index", "s3://bucket/videos"),
+        ("probe", "rtsp://camera.local/stream"),
+        ("transcribe", "ftp://host/talk.mp4"),
+        ("finetune", "https://host/clips"),
+        ("train", "--stage", "1", "--data", "s3://bucket/composed"),
+        ("eval", "--gt", "gt.jsonl", "--videos", "http://host/videos", "--model", "damo-tiny"),
+    ],
+)
+def test_a_url_for_a_video_is_refused_in_one_line(args):
+    result = damo(*args)
+    assert result.returncode == 2
+    assert one_error_line(result) == URL_LINE
+
+
+def test_an_existing_file_whose_path_looks_like_a_url_is_read_as_a_file(tmp_path):
+    (tmp_path / "clips:").mkdir()
+    (tmp_path / "clips:" / "a.mp4").write_text("not a video")
+    result = subprocess.run(
+        [sys.executable, "-m", "damo_cli", "probe", "clips://a.mp4"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert result.returncode == 2 and URL_LINE not in result.stderr
+    assert one_error_line(result).startswith("damo: error:") and "a.mp4" in result.stderr
+
+
 def test_doctor_is_green_offline():
     result = damo("doctor", "--json")
     report = json.loads(result.stdout)

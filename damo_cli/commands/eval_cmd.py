@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from damo_cli.commands.inputs import local_path
+
 if TYPE_CHECKING:  # numpy-heavy; imported when the verb runs so `damo --help` stays fast
     from damo_cli.evaluation.report import EvalReport
 
@@ -66,6 +68,8 @@ def evaluate(
     library of all the videos: the right video at rank 1, and the right window (IoU >= 0.5) at rank 1.
     """
     if videos is not None or model is not None:
+        if videos is not None:
+            local_path(videos)
         if videos is None or model is None:
             from damo_cli.errors import EvaluationError
 

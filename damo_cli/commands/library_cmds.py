@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from damo_cli.commands.inputs import local_path, local_paths, nonblank
 from damo_cli.errors import DamoError
 
 MODEL_OPTION = typer.Option("damo-tiny", "--model", help="Model card name or trained model folder.")
@@ -38,6 +39,7 @@ def index(
     from damo_cli.pipeline.indexer import Indexer
     from damo_cli.store import Library
 
+    paths = local_paths(paths or [])
     if stats:
         _print_stats(Library.open(library_dir, create=False), json_output)
         return
@@ -132,6 +134,7 @@ def search(
     from damo_cli.pipeline.search import search_library
     from damo_cli.store import Library
 
+    nonblank(query, "search query")
     library = Library.open(library_dir, create=False)
     resolved = resolve_device(device)
     loaded = load_model(model, resolved)
@@ -182,8 +185,8 @@ def ask(
     from damo_cli.pipeline.loading import load_model
     from damo_cli.store import content_key
 
-    if not question.strip():
-        raise DamoError("the question is empty")
+    local_path(video)
+    nonblank(question, "question")
     probe(video)  # bad input fails here, in one line, before any model loads
     resolved = resolve_device(device)
     console = Console(stderr=True)

@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from damo_cli.commands.inputs import local_path
+
 
 def probe(
     path: Path = typer.Argument(..., help="Video or audio file."),
@@ -19,7 +21,7 @@ def probe(
     """Show a media file's duration, streams, frame rate, size, rotation and audio (or 'no audio')."""
     from damo_cli.media import probe as probe_media
 
-    info = probe_media(path)
+    info = probe_media(local_path(path))
     fields = asdict(info)
     fields["path"] = str(info.path)
     if json_output:
@@ -60,6 +62,7 @@ def transcribe(
     from damo_cli.media import load_audio
     from damo_cli.writers import TRANSCRIPT_WRITERS
 
+    local_path(path)
     if output_format not in TRANSCRIPT_WRITERS:
         raise DamoError(f"unknown format '{output_format}': use one of {', '.join(TRANSCRIPT_WRITERS)}")
     samples = load_audio(path)

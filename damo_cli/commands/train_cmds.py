@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from damo_cli.commands.inputs import local_path, local_paths
+
 
 def _threads() -> None:
     """DAMO_THREADS caps torch's CPU threads (one thread was 5-15x faster for small models on a busy 2-core box)."""
@@ -70,6 +72,7 @@ def train(
     )
     from damo_cli.training.trainer import STAGE_DEFAULTS
 
+    local_paths(data)
     _threads()
     console = Console(stderr=True)
     model_card = load_card(card)
@@ -143,6 +146,7 @@ def finetune(
     from damo_cli.device import resolve_device
     from damo_cli.training.finetune import finetune_folder
 
+    local_path(folder)
     _threads()
     console = Console(stderr=True)
     device = resolve_device(device)
