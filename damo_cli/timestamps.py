@@ -273,9 +273,3 @@ def parse_moments(text: str, duration: float | None = None) -> list[tuple[float,
         if (start, end) not in moments:
             moments.append((start, end))
     return moments
-
-
-def parse_moment(text: str, duration: float | None = None) -> tuple[float, float] | None:
-    """The first moment in `text`, or None."""
-    moments = parse_moments(text, duration)
-    return moments[0] if moments else None

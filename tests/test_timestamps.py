@@ -12,7 +12,6 @@ from damo_cli.timestamps import (
     format_moment,
     format_moments,
     format_time,
-    parse_moment,
     parse_moments,
 )
 
@@ -69,7 +68,6 @@ def test_parser_reads_every_phrasing(text: str, expected: list[tuple[float, floa
 )
 def test_parser_rejects_nonsense(text: str) -> None:
     assert parse_moments(text) == []
-    assert parse_moment(text) is None
 
 
 def test_parser_keeps_good_moments_beside_bad_ones() -> None:

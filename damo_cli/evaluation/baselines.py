@@ -22,8 +22,6 @@ import numpy as np
 
 from damo_cli.evaluation.records import CLIP_SECONDS, GTQuery, Prediction, PredictionSet
 
-BASELINE_NAMES: tuple[str, ...] = ("random", "centre", "whole")
-
 
 def random_windows(durations: np.ndarray, seed: int = 0) -> np.ndarray:
     """(n, 2) windows from two sorted Uniform(0, duration) draws per query, reproducible for a given seed."""

@@ -36,10 +36,6 @@ class EvalReport:
     dropped_windows: int = 0
     answer_lines: int = 0
 
-    @property
-    def is_qvhighlights(self) -> bool:
-        return self.protocol.dataset == "qvhighlights"
-
     def headline(self) -> dict[str, float]:
         """The flat metric -> value mapping shown in tables (the `brief` block for QVHighlights)."""
         return headline(self.metrics)

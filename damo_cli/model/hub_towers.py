@@ -15,7 +15,6 @@ The adapters turn a tower's outputs into what DamoModel reads:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -122,7 +121,3 @@ class WhisperTower(nn.Module):
         real = torch.ceil(real_seconds.clamp(0, self.window_seconds) / per_state - 1e-6)  # (W,) states of real audio
         mask = torch.arange(self.states, device=states.device)[None, :] < real[:, None]  # (W, S)
         return states, mask
-
-
-def whisper_window_count(seconds: float, window_seconds: float = 30.0) -> int:
-    return max(1, math.ceil(seconds / window_seconds))

@@ -23,7 +23,6 @@ from damo_cli.model.config import LoraSettings
 if TYPE_CHECKING:
     from damo_cli.model.damo import DamoModel
 
-STAGES = (1, 2, 3, 4)
 STAGE_GROUPS: dict[int, tuple[str, ...]] = {
     1: ("fuser", "time_head"),
     2: ("fuser", "time_head", "projector"),

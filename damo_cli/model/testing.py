@@ -8,7 +8,6 @@ import dataclasses
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from damo_cli.model.config import DamoConfig, LoraSettings, PromptSettings, VideoSettings
 
@@ -121,7 +120,3 @@ def random_features(
     centres = state_centres(starts, config.audio_states_per_window, window)
     mask = centres < start + audio_seconds
     return ClipFeatures(visual_global, visual_local, times[None], None, states, mask, starts)
-
-
-def tensor_close(a: Tensor, b: Tensor, atol: float = 1e-5) -> bool:
-    return a.shape == b.shape and bool(torch.allclose(a, b, atol=atol, rtol=1e-4))

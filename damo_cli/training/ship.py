@@ -9,7 +9,6 @@ so both checks of `load_damo` hold: the file matches the card, and the checkpoin
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -66,8 +65,3 @@ def ship(checkpoint: Path, card_path: Path, out_dir: Path, extra: dict[str, Any]
         path.chmod(0o644)  # files meant for a repository and a wheel (atomic writes create them 0600)
     return {"weights": str(weights), "sha256": digest, "bytes": weights.stat().st_size, "tensors": len(half),
             "parameters": int(sum(t.numel() for t in half.values()))}  # fmt: skip
-
-
-def describe(out_dir: Path) -> str:
-    manifest = read_manifest(out_dir)
-    return json.dumps({"stage": manifest.stage, "sha256": manifest.weights_sha256, "card": manifest.card})

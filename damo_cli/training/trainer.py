@@ -23,7 +23,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -593,7 +593,3 @@ def plot_curves(run_dir: Path) -> Path | None:
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return out
-
-
-def with_steps(settings: StageSettings, **changes: Any) -> StageSettings:
-    return replace(settings, **{k: v for k, v in changes.items() if v is not None})
