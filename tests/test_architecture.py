@@ -1,5 +1,5 @@
 """Imports run one way (docs/architecture.md): media and encoders know nothing of the pipeline, the store or the CLI,
-and what `damo ask` and `damo search` load never pulls in training or evaluation code.
+and what `damo ask` and `damo search` load never pulls in training, evaluation or data-making code.
 
 Each check imports modules in a fresh interpreter and reads `sys.modules` afterwards; a static pass over the same
 files catches imports made lazily inside functions, which importing the module alone does not run.
@@ -22,7 +22,7 @@ ASK_AND_SEARCH = (
     "damo_cli.pipeline.analyse",
     "damo_cli.commands.library_cmds",
 )
-OFFLINE_ONLY = ("damo_cli.training", "damo_cli.evaluation")
+OFFLINE_ONLY = ("damo_cli.training", "damo_cli.evaluation", "damo_cli.data")
 LOWER_LAYERS = ("damo_cli.media", "damo_cli.encoders")
 UPPER_LAYERS = ("damo_cli.pipeline", "damo_cli.store", "damo_cli.commands")
 
@@ -83,12 +83,13 @@ def reaching(modules: list[str] | tuple[str, ...], forbidden: tuple[str, ...]) -
     return {m: found for m, found in hits.items() if found}
 
 
-def test_ask_and_search_load_no_training_or_evaluation_code():
+def test_ask_and_search_load_no_training_evaluation_or_data_code():
     assert pulled_in(ASK_AND_SEARCH, OFFLINE_ONLY) == {}
 
 
-def test_the_inference_path_never_imports_training_or_evaluation_even_lazily():
-    inference = [*modules_of("damo_cli.pipeline"), *modules_of("damo_cli.store"), "damo_cli.commands.library_cmds"]
+def test_the_inference_path_never_imports_training_evaluation_or_data_even_lazily():
+    packages = ("damo_cli.model", "damo_cli.pipeline", "damo_cli.store")
+    inference = [*(m for package in packages for m in modules_of(package)), "damo_cli.commands.library_cmds"]
     assert reaching(inference, OFFLINE_ONLY) == {}
 
 
