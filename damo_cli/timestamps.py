@@ -1,6 +1,6 @@
 """Times in text: one formatter and one tolerant parser, used by the prompts, the training data and the evaluation.
 
-The paper does not say how timestamps are written; DESIGN.md §2 fixes it: absolute seconds with one decimal,
+The paper does not say how timestamps are written; docs/architecture.md §2 fixes it: absolute seconds with one decimal,
 `from 24.3 s to 30.4 s`. The model is trained to write that; the parser also accepts what people and other models
 write instead:
 
@@ -97,7 +97,7 @@ def _check_time(seconds: float) -> float:
 
 
 def format_time(seconds: float) -> str:
-    """`24.3 s`: absolute seconds, one decimal (DESIGN.md §2)."""
+    """`24.3 s`: absolute seconds, one decimal (docs/architecture.md §2)."""
     return f"{_check_time(seconds):.1f} s"
 
 

@@ -1,4 +1,4 @@
-"""LLM-augmented temporally grounded QA (DESIGN.md §4, the paper's dataset contribution).
+"""LLM-augmented temporally grounded QA (docs/architecture.md §4, the paper's dataset contribution).
 
 `damo data augment` turns grounding annotations (`{"qid", "vid", "query", "duration", "relevant_windows"}`) into
 question-answer pairs and multi-turn dialogues for training stages 2-4:
@@ -85,7 +85,10 @@ class Moment:
 
 
 def read_annotations(path: Path, limit: int | None = None) -> list[Moment]:
-    """Grounding annotations from JSON Lines (DESIGN §4 schema, as the loaders write it); errors name file:line."""
+    """Grounding annotations from JSON Lines (the docs/architecture.md §4 schema, as the loaders write it).
+
+    Errors name file:line.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"annotation file not found: {path}")

@@ -8,8 +8,8 @@ A video (20-36 s by default, 320x180, 15 fps, H.264 + AAC 16 kHz mono) is built 
 - sounds at known times: a steady beep, a series of beeps, a burst of noise, a rising sweep; faint noise elsewhere.
 
 Planning (what happens when) is pure and deterministic from (seed, split, index); rendering turns a plan into a file.
-Each dataset folder holds `videos/*.mp4`, `annotations.jsonl` (DESIGN §4 schema + "kind", "split", "event"),
-`videos.jsonl` (the full construction record of every video), `transcripts.jsonl` (what was said when) and
+Each dataset folder holds `videos/*.mp4`, `annotations.jsonl` (the docs/architecture.md §4 schema + "kind", "split",
+"event"), `videos.jsonl` (the full construction record of every video), `transcripts.jsonl` (what was said when) and
 `manifest.json` (settings, footage and voices used, sha256 of every file).
 """
 
@@ -359,7 +359,7 @@ def _merge(windows: list[list[float]]) -> list[list[float]]:
 
 
 def queries_for(plan: dict, vocab: Vocabulary, rng: np.random.Generator) -> list[dict]:
-    """Grounding queries for every event of a plan, in the DESIGN §4 schema (+ kind, split, event ids)."""
+    """Grounding queries for every event of a plan, in the docs/architecture.md §4 schema (+ kind, split, event ids)."""
     duration = plan["duration"]
     out: list[dict] = []
 

@@ -1,4 +1,4 @@
-"""Converters from public temporal-grounding annotations into the one JSON Lines schema of DESIGN.md §4:
+"""Converters from public temporal-grounding annotations into the one JSON Lines schema of docs/architecture.md §4:
 
     {"qid", "vid", "query", "duration", "relevant_windows": [[s, e], ...]}  (+ optional "saliency_scores", ...)
 

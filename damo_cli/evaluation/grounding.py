@@ -1,4 +1,4 @@
-"""Temporal grounding metrics for Charades-STA / ActivityNet-style data (DESIGN §6).
+"""Temporal grounding metrics for Charades-STA / ActivityNet-style data (docs/architecture.md §6).
 
 IoU = intersection / (max end - min start). The denominator is the hull of the two windows, which equals the usual
 union when they overlap and is larger when they are disjoint; either way a disjoint pair scores 0, so R1@m and mIoU are

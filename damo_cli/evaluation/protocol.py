@@ -1,4 +1,7 @@
-"""What a score was measured under, printed with every report so two numbers can be compared honestly (DESIGN §6)."""
+"""What a score was measured under, printed with every report so two numbers can be compared honestly.
+
+The protocols themselves: docs/architecture.md §6.
+"""
 
 from __future__ import annotations
 

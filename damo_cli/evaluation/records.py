@@ -1,4 +1,4 @@
-"""Reading ground truth and predictions (JSON Lines, DESIGN §4) into validated, typed records.
+"""Reading ground truth and predictions (JSON Lines, docs/architecture.md §4) into validated, typed records.
 
 Ground truth, one query per line: `{"qid", "vid", "query", "duration", "relevant_windows": [[s, e], ...]}`
 (+ optional `relevant_clip_ids` and `saliency_scores`, QVHighlights style: 2-second clips, one row of annotator scores

@@ -8,8 +8,8 @@ tokens (visual), per 30 s audio window the encoder's states (audio). Shapes in c
     window (L'_a), T' = ceil(T / stride) visual steps, Na = W * La audio tokens, Qv / Qa / F visual / audio queries
     and fusion tokens, K windows of a long video, P soft-prompt tokens, H LLM width.
 
-What the paper fixes (DESIGN.md §2) is implemented as written. Where it is silent, these are the choices (each is
-tested in tests/test_model.py):
+What the paper fixes (docs/architecture.md §2) is implemented as written. Where it is silent, these are the
+choices (each is tested in tests/test_model.py):
 
 1. Global residual, X_res = Pool(X_local -> L') + FFN(X_global): both terms are mapped to the fuser width d (a
    linear on the pooled local tokens, a 2-layer FFN on the global vector added to every pooled token), so the

@@ -2,7 +2,7 @@
 
 Each of the 1,000 class names is embedded once as "a photo of a {name}"; a frame's vector is the probability-weighted
 mean of its top classes' embeddings. It is a search channel beside the trained per-time head (and a stage-1 teacher),
-measured in DESIGN.md §3 to rank the right video first for 3 of 5 visual queries on unseen real videos.
+measured in docs/architecture.md §3 to rank the right video first for 3 of 5 visual queries on unseen real videos.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Training examples per stage, built from a folder of videos + grounding annotations and the cached features.
 
-A data folder holds `annotations.jsonl` (DESIGN §4 schema) or `annotations.csv` (video, query, start, end) and the
-videos (`videos/<vid>.*`, `<vid>.*`, or the path a `video` field names). Composed datasets (`damo data compose`) also
-have `videos.jsonl` (the construction record) and `transcripts.jsonl`; from them come *signatures*: which queries
-of different videos mean the same thing (the same footage, overlay, phrase or sound kind), so a query's negatives in
-other videos of a batch are real negatives, and captions / answers made from the construction. Without them a
-query's signature is its normalised text, and labels come from its own video only.
+A data folder holds `annotations.jsonl` (schema: docs/architecture.md §4) or `annotations.csv` (video, query, start,
+end) and the videos (`videos/<vid>.*`, `<vid>.*`, or the path a `video` field names). Composed datasets (`damo data
+compose`) also have `videos.jsonl` (the construction record) and `transcripts.jsonl`; from them come *signatures*:
+which queries of different videos mean the same thing (the same footage, overlay, phrase or sound kind), so a query's
+negatives in other videos of a batch are real negatives, and captions / answers made from the construction. Without
+them a query's signature is its normalised text, and labels come from its own video only.
 
 Per stage (what the model is asked, all labels from annotations or construction, never from a model):
 1. video-text alignment: every query of a video with its GT windows (per-step InfoNCE and per-(query, step) labels);

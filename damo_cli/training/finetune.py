@@ -1,9 +1,9 @@
 """`damo finetune DIR`: adapt a trained DaMO model to a folder of the user's annotated videos.
 
-The folder holds the videos (or a videos/ subfolder) and `annotations.jsonl` (DESIGN §4 schema; `vid` names the
-video file, with or without its extension) or `annotations.csv` with columns video, query, start, end. Every row is
-checked before any training: a missing video, start >= end, or a window outside the video is a one-line error naming
-the file and line.
+The folder holds the videos (or a videos/ subfolder) and `annotations.jsonl` (schema: docs/architecture.md §4; `vid`
+names the video file, with or without its extension) or `annotations.csv` with columns video, query, start, end.
+Every row is checked before any training: a missing video, start >= end, or a window outside the video is a one-line
+error naming the file and line.
 
 Schedule (short, CPU-sized): stage 1 (fuser + per-time head against the frozen text encoder: grounding and search)
 then stage 3 (grounded QA, LoRA on the frozen LLM, with the fuser and projector), starting from the base model's

@@ -10,8 +10,8 @@ Stage-1 terms, all on unit vectors in the text space (cosines):
   one; its signature says so). It keeps similarities comparable across videos, which search needs.
 - `clip`: symmetric InfoNCE between clip embeddings and captions of the clips (the scenes' descriptions in order).
 - `bridge`: pulls each step towards the zero-shot bridge vector of its frames (ImageNet class probabilities mixed
-  over MiniLM embeddings of the class names, DESIGN §3): an open-vocabulary prior for footage never seen in
-  training, where a few dozen captions cannot teach one.
+  over MiniLM embeddings of the class names, docs/architecture.md §3): an open-vocabulary prior for footage never
+  seen in training, where a few dozen captions cannot teach one.
 """
 
 from __future__ import annotations
