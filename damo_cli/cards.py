@@ -16,6 +16,7 @@ from typing import Any
 from damo_cli.errors import ModelError
 
 BACKBONE_ROLES = ("visual", "audio", "text", "llm")
+EVIDENCE_ROLES = ("ocr", "sounds")  # optional: named evidence for ask and search (on-screen text, sound events)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,9 @@ class ModelCard:
     backbones: dict[str, BackboneSpec]
     model: dict[str, Any]  # the DaMO architecture section, validated by damo_cli.model
     path: Path
+
+    def has(self, role: str) -> bool:
+        return role in self.backbones
 
     def backbone(self, role: str) -> BackboneSpec:
         if role not in self.backbones:
@@ -144,7 +148,11 @@ def parse_card(path: Path) -> ModelCard:
         name=_require(raw, "name", where),
         description=raw.get("description", ""),
         offline=bool(raw.get("offline", False)),
-        backbones={role: _parse_backbone(role, backbones_raw[role], where) for role in BACKBONE_ROLES},
+        backbones={
+            role: _parse_backbone(role, backbones_raw[role], where)
+            for role in (*BACKBONE_ROLES, *EVIDENCE_ROLES)
+            if role in backbones_raw
+        },
         model=dict(raw.get("model", {})),
         path=path,
     )

@@ -513,7 +513,10 @@ def test_ask_on_flat_evidence_answers_with_the_whole_clip_and_says_it_is_unsure(
     spans = np.stack([np.arange(steps), np.arange(steps) + 1.0], axis=1)
     query = np.eye(384, dtype=np.float32)[0]
     flat = np.tile(np.eye(384, dtype=np.float32)[1], (steps, 1))  # orthogonal to the query at every step
-    analysis = VideoAnalysis(Path("clip.mp4"), 8.0, False, spans, flat, flat, np.zeros((1, 2, 4)), np.zeros((1, 2)))
+    no_frames = (np.zeros(0), np.zeros((0, 10), np.int32), np.zeros((0, 10)))
+    analysis = VideoAnalysis(
+        Path("clip.mp4"), 8.0, False, spans, flat, flat, np.zeros((1, 2, 4)), np.zeros((1, 2)), *no_frames
+    )
     moments = find_moments(analysis, "a dog jumps", query, np.zeros((0, 384)), trained=True)
     assert moments[0][:2] == (0.0, 8.0)  # nothing singles out a moment: the whole clip, not a guess
     assert "not sure" in evidence_answer(analysis, moments)

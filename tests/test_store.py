@@ -752,7 +752,7 @@ def test_stats_failures_and_removing_missing_files(tmp_path: Path) -> None:
     stats = lib.stats()
     assert (stats.videos, stats.moments, stats.transcript_lines, stats.total_duration_s) == (2, 16, 1, 10.0)
     assert stats.moments_by_channel == {"fused": 10, "bridge": 6}
-    assert stats.fingerprints == {"fp": 2} and stats.failures == 1 and stats.schema_version == 1
+    assert stats.fingerprints == {"fp": 2} and stats.failures == 1 and stats.schema_version == 2
     assert stats.size_bytes > 0 and stats.last_indexed is not None and stats.full_text
     [failure] = lib.failures()
     assert (failure.path, failure.error, failure.attempts) == (broken.resolve(), "still not a video", 2)

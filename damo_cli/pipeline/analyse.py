@@ -17,11 +17,15 @@ import numpy as np
 import torch
 
 from damo_cli.cards import ModelCard
+from damo_cli.encoders import screen_text, sounds
 from damo_cli.encoders.audio import TRANSCRIBE_SETTINGS, TranscriptSegment
+from damo_cli.encoders.screen_text import ScreenText
+from damo_cli.encoders.sounds import SoundEvent
 from damo_cli.encoders.text import TextEncoder
 from damo_cli.model.damo import DamoModel
 from damo_cli.pipeline.bridge import bridge_vectors, class_text_embeddings
 from damo_cli.pipeline.features import FeatureExtractor, VideoFeatures, extractor_fingerprint
+from damo_cli.store import TranscriptLine
 
 
 @dataclass
@@ -36,7 +40,20 @@ class VideoAnalysis:
     bridge: np.ndarray  # (N, 384) zero-shot bridge vectors of the same steps, unit norm
     fusion_tokens: np.ndarray  # (K, F, d) fusion tokens of each window (the LLM's soft prompt reads them)
     window_spans: np.ndarray  # (K, 2)
+    frame_times: np.ndarray  # (T,) seconds of the sampled frames
+    class_index: np.ndarray  # (T, 10) each frame's top ImageNet classes (what `ask` can name of what is seen)
+    class_prob: np.ndarray  # (T, 10) their probabilities
     transcript: list[TranscriptSegment] = field(default_factory=list)
+    screen_text: list[ScreenText] = field(default_factory=list)
+    sounds: list[SoundEvent] = field(default_factory=list)
+
+    def lines(self) -> list[TranscriptLine]:
+        """Every line of words the video gives, with times: said, written on screen, and its sounds in words."""
+        return [
+            *(TranscriptLine(s.start, s.end, s.text, "speech") for s in self.transcript if s.text.strip()),
+            *(TranscriptLine(t.start, t.end, t.text, "screen") for t in self.screen_text),
+            *(TranscriptLine(e.start, e.end, e.description, "sound") for e in self.sounds),
+        ]
 
 
 @dataclass
@@ -59,7 +76,7 @@ class Analyser:
 
         self.model = model
         self.device = device
-        self.features = FeatureExtractor(model.card, model.damo.config, device, transcribe=True)
+        self.features = FeatureExtractor(model.card, model.damo.config, device, transcribe=True, named_evidence=True)
         self.text: TextEncoder = load_backbone(model.card, "text", device)
         self.class_embeddings = class_text_embeddings(self.text)
 
@@ -74,6 +91,10 @@ class Analyser:
         video = model.damo.config.video
         parts = f"{model.fingerprint}|features={extractor_fingerprint(model.card, model.damo.config)}"
         parts += f"|window={video.window_seconds}/{video.window_overlap_seconds}|asr={TRANSCRIBE_SETTINGS}"
+        if model.card.has("ocr"):
+            parts += f"|screen={screen_text.SETTINGS}"
+        if model.card.has("sounds"):
+            parts += f"|sounds={sounds.SETTINGS}"
         return hashlib.sha256(parts.encode()).hexdigest()[:16]
 
     def analyse(self, path: Path, on_progress: Callable[[float], None] | None = None) -> VideoAnalysis:
@@ -94,7 +115,12 @@ class Analyser:
             bridge=self._bridge(step_spans, features),
             fusion_tokens=_numpy(fused.fusion_tokens),
             window_spans=fused.window_spans.cpu().double().numpy(),
+            frame_times=features.frame_times.double().numpy(),
+            class_index=features.class_index.numpy().astype(np.int32),
+            class_prob=features.class_prob.float().numpy(),
             transcript=list(features.transcript),
+            screen_text=list(features.screen_text or []),
+            sounds=list(features.sounds or []),
         )
 
     def _bridge(self, step_spans: np.ndarray, features: VideoFeatures) -> np.ndarray:

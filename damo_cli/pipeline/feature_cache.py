@@ -11,11 +11,15 @@ from pathlib import Path
 import numpy as np
 
 from damo_cli.encoders.audio import TranscriptSegment, Word
+from damo_cli.encoders.screen_text import ScreenText
+from damo_cli.encoders.sounds import SoundEvent
 from damo_cli.integrity import atomic_path
 from damo_cli.paths import cache_dir
 from damo_cli.pipeline.analyse import VideoAnalysis
 
-_ARRAYS = ("step_spans", "fused", "bridge", "fusion_tokens", "window_spans")
+_ARRAYS = (
+    "step_spans", "fused", "bridge", "fusion_tokens", "window_spans", "frame_times", "class_index", "class_prob",
+)  # fmt: skip
 
 
 def _file(content_key: str, fingerprint: str) -> Path:
@@ -28,6 +32,8 @@ def save(analysis: VideoAnalysis, content_key: str, fingerprint: str) -> Path:
         "duration": analysis.duration,
         "has_audio": analysis.has_audio,
         "transcript": [asdict(seg) for seg in analysis.transcript],
+        "screen_text": [asdict(line) for line in analysis.screen_text],
+        "sounds": [asdict(event) for event in analysis.sounds],
     }
     with atomic_path(target) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, meta=np.array(json.dumps(meta)), **{k: getattr(analysis, k) for k in _ARRAYS})
@@ -42,11 +48,20 @@ def load(path: Path, content_key: str, fingerprint: str) -> VideoAnalysis | None
         with np.load(source, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             arrays = {k: data[k] for k in _ARRAYS}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        transcript = [
+            TranscriptSegment(s["start"], s["end"], s["text"], [Word(**w) for w in s["words"]])
+            for s in meta["transcript"]
+        ]
+        screen = [ScreenText(**line) for line in meta["screen_text"]]
+        events = [SoundEvent(**event) for event in meta["sounds"]]
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
         return None  # damaged or from an older layout: analyse again
-    transcript = [
-        TranscriptSegment(s["start"], s["end"], s["text"], [Word(**w) for w in s["words"]]) for s in meta["transcript"]
-    ]
     return VideoAnalysis(
-        path=Path(path), duration=meta["duration"], has_audio=meta["has_audio"], transcript=transcript, **arrays
+        path=Path(path),
+        duration=meta["duration"],
+        has_audio=meta["has_audio"],
+        transcript=transcript,
+        screen_text=screen,
+        sounds=events,
+        **arrays,
     )

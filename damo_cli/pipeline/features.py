@@ -20,7 +20,10 @@ What is stored per video, and why (measured on damo-tiny, composed 20-36 s video
   expanding each bin mean back over its states gives the model *exactly* the same pooled tokens and global mean
   (see `to_clip`);
 - the top-10 ImageNet classes of each frame (the zero-shot bridge: a search channel and a stage-1 teacher);
-- the Whisper transcript (lines cut where the speaker pauses, with word times), as JSON beside it.
+- the Whisper transcript (lines cut where the speaker pauses, with word times), as JSON beside it;
+- with `named_evidence` (index and ask, not training): on-screen text lines (`encoders.screen_text`) and sound events
+  (`encoders.sounds`), each a JSON file beside it named by its own settings, so adding or retuning them never
+  re-encodes frames.
 """
 
 from __future__ import annotations
@@ -37,7 +40,11 @@ import numpy as np
 import torch
 
 from damo_cli.cards import ModelCard
+from damo_cli.encoders import screen_text as screen_text_module
+from damo_cli.encoders import sounds as sounds_module
 from damo_cli.encoders.audio import TRANSCRIBE_SETTINGS, TranscriptSegment, Word, split_at_pauses
+from damo_cli.encoders.screen_text import ScreenText
+from damo_cli.encoders.sounds import SoundEvent
 from damo_cli.errors import NoVideoStreamError
 from damo_cli.integrity import atomic_path
 from damo_cli.media import FrameReader, iter_audio_windows, probe
@@ -68,6 +75,8 @@ class VideoFeatures:
     audio_valid: torch.Tensor | None  # (W,) int32 valid states per window
     audio_starts: torch.Tensor | None  # (W,) float32 seconds
     transcript: list[TranscriptSegment] = field(default_factory=list)
+    screen_text: list[ScreenText] | None = None  # None: not read (training does not need it)
+    sounds: list[SoundEvent] | None = None
 
     def to_clip(self, config: DamoConfig) -> ClipFeatures:
         """ClipFeatures (B = 1) for the model: bins expanded back over their states, masked past `valid`."""
@@ -124,14 +133,27 @@ def check_poolable(config: DamoConfig) -> None:
 class FeatureExtractor:
     """Loads the frozen visual and audio backbones once; `extract(path)` returns (and caches) a video's features."""
 
-    def __init__(self, card: ModelCard, config: DamoConfig, device: str = "cpu", transcribe: bool = True) -> None:
+    def __init__(
+        self,
+        card: ModelCard,
+        config: DamoConfig,
+        device: str = "cpu",
+        transcribe: bool = True,
+        named_evidence: bool = False,
+    ) -> None:
         check_poolable(config)
         self.card, self.config, self.device, self.transcribe = card, config, device, transcribe
+        self.read_screen = named_evidence and card.has("ocr")
+        self.detect_sounds = named_evidence and card.has("sounds")
         self.fingerprint = extractor_fingerprint(card, config)
         self.image_size = int(card.backbone("visual").params.get("image_size", 224))
         self._visual: Any = None
         self._audio: Any = None
-        self.timings: dict[str, float] = {"decode": 0.0, "visual": 0.0, "audio": 0.0, "transcribe": 0.0}
+        self._ocr: Any = None
+        self._sound_detector: Any = None
+        self.timings: dict[str, float] = {
+            "decode": 0.0, "visual": 0.0, "audio": 0.0, "transcribe": 0.0, "screen_text": 0.0, "sounds": 0.0,
+        }  # fmt: skip
 
     @property
     def folder(self) -> Path:
@@ -154,6 +176,18 @@ class FeatureExtractor:
             self._audio = load_backbone(self.card, "audio", self.device)
         return self._audio
 
+    @property
+    def ocr(self) -> Any:
+        if self._ocr is None:
+            self._ocr = screen_text_module.ScreenTextReader(self.card.backbone("ocr"))
+        return self._ocr
+
+    @property
+    def sound_detector(self) -> Any:
+        if self._sound_detector is None:
+            self._sound_detector = sounds_module.SoundEventDetector(self.card.backbone("sounds"))
+        return self._sound_detector
+
     def paths(self, digest: str) -> tuple[Path, Path]:
         return cache_paths(self.folder, digest)
 
@@ -170,10 +204,40 @@ class FeatureExtractor:
                 if self.transcribe and not transcript.is_file():  # only the transcript is missing (or outdated)
                     features.transcript = self._transcript_only(path) if features.has_audio else []
                     save_transcript(transcript, features.transcript)
+                self._add_named_evidence(path, features)
                 return features
         features = self._compute(path, digest, on_progress)
         save_features(self.folder, features, with_transcript=self.transcribe)
+        self._add_named_evidence(path, features)
         return features
+
+    def _add_named_evidence(self, path: Path, features: VideoFeatures) -> None:
+        """On-screen text and sound events from their own cache files, computed (and saved) when missing."""
+        screen_path, sounds_path = evidence_paths(self.folder, features.key)
+        if self.read_screen and features.screen_text is None:
+            features.screen_text = _read_side_file(screen_path, ScreenText)
+            if features.screen_text is None:
+                started = time.perf_counter()
+                features.screen_text = screen_text_module.read_video(self.ocr, path, features.duration)
+                self.timings["screen_text"] += time.perf_counter() - started
+                save_json(screen_path, features.screen_text)
+        if self.detect_sounds:
+            if features.sounds is None:
+                features.sounds = _read_side_file(sounds_path, SoundEvent)
+            if features.sounds is None:
+                events: list[SoundEvent] = []
+                if features.has_audio:
+                    for piece in iter_audio_windows(path, window_seconds=AUDIO_PIECE_SECONDS):
+                        events += self._detect_sounds(piece.samples, piece.start)
+                features.sounds = sounds_module.merge_pieces(events)
+            if not sounds_path.is_file():
+                save_json(sounds_path, features.sounds)
+
+    def _detect_sounds(self, samples: np.ndarray, offset: float) -> list[SoundEvent]:
+        started = time.perf_counter()
+        events = self.sound_detector.detect(samples, offset)
+        self.timings["sounds"] += time.perf_counter() - started
+        return events
 
     def _compute(self, path: Path, digest: str, on_progress: Any = None) -> VideoFeatures:
         config = self.config
@@ -218,14 +282,17 @@ class FeatureExtractor:
             raise NoVideoStreamError(f"{path}: no decodable frames")
         audio_bins = audio_valid = audio_starts = None
         transcript: list[TranscriptSegment] = []
+        sounds: list[SoundEvent] | None = [] if self.detect_sounds else None
         if info.has_audio:
             windows, segments = [], []
-            for piece in iter_audio_windows(path, window_seconds=AUDIO_PIECE_SECONDS):  # one decode for both uses
+            for piece in iter_audio_windows(path, window_seconds=AUDIO_PIECE_SECONDS):  # one decode for all uses
                 started = time.perf_counter()
                 windows += self.audio.encode(piece.samples, start=piece.start)
                 self.timings["audio"] += time.perf_counter() - started
                 if self.transcribe:
                     segments += self._transcribe_piece(piece.samples, piece.start)
+                if sounds is not None:
+                    sounds += self._detect_sounds(piece.samples, piece.start)
             if windows:
                 audio_bins, audio_valid, audio_starts = pool_audio_windows(windows, config.audio_tokens_per_window)
             transcript = split_at_pauses(segments, UTTERANCE_PAUSE_SECONDS)
@@ -244,6 +311,7 @@ class FeatureExtractor:
             audio_valid=audio_valid,
             audio_starts=audio_starts,
             transcript=transcript,
+            sounds=sounds_module.merge_pieces(sounds) if sounds is not None else None,
         )
 
     def _transcript_only(self, path: Path) -> list[TranscriptSegment]:
@@ -283,9 +351,21 @@ def cache_paths(folder: Path, digest: str) -> tuple[Path, Path]:
     return folder / f"{digest}.safetensors", folder / f"{digest}.transcript.{TRANSCRIBE_SETTINGS}.json"
 
 
-def save_transcript(path: Path, transcript: Sequence[TranscriptSegment]) -> None:
+def evidence_paths(folder: Path, digest: str) -> tuple[Path, Path]:
+    """(on-screen text, sound events) of one video; each name carries the settings that made it."""
+    return (
+        folder / f"{digest}.screen.{screen_text_module.SETTINGS}.json",
+        folder / f"{digest}.sounds.{sounds_module.SETTINGS}.json",
+    )
+
+
+def save_json(path: Path, items: Sequence[Any]) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps([asdict(line) for line in transcript], ensure_ascii=False))
+        tmp.write_text(json.dumps([asdict(item) for item in items], ensure_ascii=False))
+
+
+def save_transcript(path: Path, transcript: Sequence[TranscriptSegment]) -> None:
+    save_json(path, transcript)
 
 
 def read_transcript(path: Path) -> list[TranscriptSegment]:
@@ -293,6 +373,14 @@ def read_transcript(path: Path) -> list[TranscriptSegment]:
         TranscriptSegment(raw["start"], raw["end"], raw["text"], [Word(**w) for w in raw.get("words", [])])
         for raw in json.loads(path.read_text(encoding="utf-8"))
     ]
+
+
+def _read_side_file(path: Path, kind: type) -> list | None:
+    """The items of a side file, or None when it is missing or damaged (it is then made again)."""
+    try:
+        return [kind(**raw) for raw in json.loads(path.read_text(encoding="utf-8"))]
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def pool_audio_windows(windows: Sequence[Any], tokens: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -3,7 +3,10 @@
 Channels stored per video (all in MiniLM's 384-d text space, so one query vector searches them all):
 - "fused": the DaMO per-time head (only meaningful with trained weights);
 - "bridge": the zero-shot ImageNet-class bridge of the same steps;
-- "speech": each transcript line embedded as a sentence (what is said, matched by meaning).
+- "speech": each transcript line embedded as a sentence (what is said, matched by meaning);
+- "screen": each line of on-screen text embedded the same way (what is written, matched by meaning);
+- "sound": each sound event's sentence ("music is playing").
+Transcript lines and on-screen text are also stored as text (full-text search), sound events as their sentence.
 """
 
 from __future__ import annotations
@@ -56,22 +59,27 @@ def find_videos(paths: Iterable[Path], extensions: Iterable[str] = VIDEO_EXTENSI
             yield path  # even if missing: the error is reported per file, not fatal
 
 
-def speech_moments(analysis: VideoAnalysis, analyser: Analyser) -> Moments:
-    lines = [seg for seg in analysis.transcript if seg.text.strip()]
-    vectors = analyser.text.encode([seg.text for seg in lines]) if lines else np.zeros((0, analyser.text.dim))
-    return Moments([s.start for s in lines], [s.end for s in lines], vectors, "speech")
+def line_moments(lines: list[TranscriptLine], analyser: Analyser) -> list[Moments]:
+    """One vector channel per source of lines ("speech", "screen", "sound"), each line embedded as a sentence."""
+    sets = []
+    for source in ("speech", "screen", "sound"):
+        picked = [line for line in lines if line.source == source]
+        vectors = analyser.text.encode([x.text for x in picked]) if picked else np.zeros((0, analyser.text.dim))
+        sets.append(Moments([x.start for x in picked], [x.end for x in picked], vectors, source))
+    return sets
 
 
 def store_analysis(writer, look: Lookup, analysis: VideoAnalysis, analyser: Analyser) -> None:  # noqa: ANN001
     spans = analysis.step_spans
+    lines = analysis.lines()
     writer.add_video(
         look.entry(duration=analysis.duration, has_audio=analysis.has_audio),
         moments=[
             Moments(spans[:, 0], spans[:, 1], analysis.fused, "fused"),
             Moments(spans[:, 0], spans[:, 1], analysis.bridge, "bridge"),
-            speech_moments(analysis, analyser),
+            *line_moments(lines, analyser),
         ],
-        transcript=[TranscriptLine(s.start, s.end, s.text) for s in analysis.transcript],
+        transcript=lines,
     )
 
 

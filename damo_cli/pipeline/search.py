@@ -42,7 +42,14 @@ CALIBRATION = {
     "bridge": Calibration(0.6, 0.1, 0.4),  # zero-shot fallback: even matches rarely exceed 0.35
     "speech": Calibration(1.0, 0.2, 0.6),  # paraphrases of a spoken line score ~0.4-0.6
     "transcript": Calibration(0.9, 0.34, 1.0),  # at least a third of the query's words are said
+    # on-screen text by meaning: "the slide about revenue" vs "Revenue grew 12%" 0.56, unrelated lines < 0.3
+    "screen": Calibration(1.0, 0.25, 0.65),
+    "screen_text": Calibration(0.9, 0.34, 1.0),  # on-screen text by its words, like the transcript
+    # a sound event's sentence: "music" vs "music is playing" 0.74, "a song" vs "someone is singing" 0.58, while
+    # unrelated queries reach 0.25 against "someone is speaking" (MiniLM cosines)
+    "sound": Calibration(1.0, 0.4, 0.8),
 }
+TEXT_LABELS = {"screen": "on screen", "screen_text": "on screen", "sound": "heard"}  # how a hit's text is introduced
 _STOPWORDS = frozenset(
     """a an the of to in on at for and or is are was were be been it this that with by from as do does did when where
     what who how someone somebody something say says said""".split()  # noqa: SIM905 - a word list reads best as text
@@ -86,15 +93,24 @@ def combine(evidence: list[tuple[str, Moment, float]], k: int) -> list[SearchHit
         if score <= 0:
             continue
         match = next((h for h, vid in hits if vid == moment.video_id and _overlap(h, moment) > 0), None)
+        text = _labelled(channel, moment.text)
         if match is None:  # the strongest evidence sets the span
-            match = SearchHit(moment.path, moment.start, moment.end, 0.0, moment.text or None)
+            match = SearchHit(moment.path, moment.start, moment.end, 0.0, text)
             hits.append((match, moment.video_id))
         match.channels[channel] = max(match.channels.get(channel, 0.0), score)
-        match.text = match.text or moment.text or None
+        match.text = match.text or text
     for hit, _ in hits:
         best = max(hit.channels.values())
         hit.score = min(1.0, best + AGREEMENT_BONUS * (sum(hit.channels.values()) - best))
     return sorted((h for h, _ in hits), key=lambda h: -h.score)[:k]
+
+
+def _labelled(channel: str, text: str | None) -> str | None:
+    """What a hit shows: what is said as it is; text on screen and sounds introduced as such."""
+    if not text:
+        return None
+    label = TEXT_LABELS.get(channel)
+    return f"{label}: {text}" if label else text
 
 
 def _overlap(hit: SearchHit, moment: Moment) -> float:
@@ -111,7 +127,8 @@ def search_library(
     path_filter: str | None = None,
 ) -> list[SearchHit]:
     evidence: list[tuple[str, Moment, float]] = []
-    channels = ("fused", "bridge", "speech") if trained else ("bridge", "speech")  # untrained fused: noise
+    channels = ("bridge", "speech", "screen", "sound")
+    channels = ("fused", *channels) if trained else channels  # untrained fused: noise
     for channel in channels:
         for moment in library.search(
             query_vector, CANDIDATES, channel=channel, fingerprint=fingerprint, path_filter=path_filter
@@ -119,5 +136,6 @@ def search_library(
             evidence.append((channel, moment, CALIBRATION[channel](moment.score)))
     if query_words(query):
         for moment in library.text_search(query, CANDIDATES, path_filter=path_filter):
-            evidence.append(("transcript", moment, CALIBRATION["transcript"](word_coverage(query, moment.text))))
+            channel = moment.channel  # "transcript" or "screen_text"
+            evidence.append((channel, moment, CALIBRATION[channel](word_coverage(query, moment.text))))
     return combine(evidence, k)

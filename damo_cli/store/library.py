@@ -29,6 +29,9 @@ from damo_cli.store.moments import DEFAULT_MARGIN, Moment, merge_hits
 LOCK_NAME = "library.lock"
 VECTORS_DIR = "vectors"
 SNIPPET_CHARS = 240
+# Text lines have a source: "speech" (said), "screen" (written on screen), "sound" (a sound event, in words).
+TEXT_CHANNELS = {"speech": "transcript", "screen": "screen_text"}  # sources full-text search reads -> its channel
+SNIPPET_SOURCE = {"screen": "screen", "sound": "sound"}  # a vector channel's hit shows lines of this source
 RACY_WINDOW_NS = 3_000_000_000  # see _trusted_mtime
 _VECTOR_DTYPE = np.dtype("<f2")  # half the disk of float32; cosine ranking does not notice the rounding
 _DB_FILES = ("", "-wal", "-shm")  # the database and SQLite's companions, moved together
@@ -93,9 +96,12 @@ class Moments:
 
 
 class TranscriptLine(NamedTuple):
+    """A line of text with times: said ("speech", from the transcript) or shown ("screen", read by OCR)."""
+
     start: float
     end: float
     text: str
+    source: str = "speech"
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,7 @@ class LibraryStats:
     moments: int
     moments_by_channel: dict[str, int]
     transcript_lines: int
+    screen_text_lines: int
     total_duration_s: float
     size_bytes: int  # database, its WAL and the vector caches
     fingerprints: dict[str, int]  # model fingerprint -> videos indexed with it
@@ -375,10 +382,13 @@ class Library:
         vecs = self._decode([r[2] for r in rows], dim)
         return Moments(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), vecs, channel)
 
-    def transcript_of(self, video_id: int) -> list[TranscriptLine]:
+    def transcript_of(self, video_id: int, source: str = "speech") -> list[TranscriptLine]:
+        """The video's lines of one source ("speech": what is said; "screen": what is written on screen)."""
         with self._guard():
             rows = self._conn.execute(
-                "SELECT start_s, end_s, text FROM transcripts WHERE video_id = ? ORDER BY start_s, id", (video_id,)
+                "SELECT start_s, end_s, text, source FROM transcripts WHERE video_id = ? AND source = ? "
+                "ORDER BY start_s, id",
+                (video_id, source),
             ).fetchall()
         return [TranscriptLine(*r) for r in rows]
 
@@ -395,7 +405,8 @@ class Library:
                 "SELECT count(*), coalesce(sum(duration), 0), max(indexed_at) FROM videos"
             ).fetchone()
             by_channel = dict(conn.execute("SELECT channel, count(*) FROM moments GROUP BY channel").fetchall())
-            lines = conn.execute("SELECT count(*) FROM transcripts").fetchone()[0]
+            lines = conn.execute("SELECT count(*) FROM transcripts WHERE source = 'speech'").fetchone()[0]
+            screen_lines = conn.execute("SELECT count(*) FROM transcripts WHERE source = 'screen'").fetchone()[0]
             fps = dict(conn.execute("SELECT fingerprint, count(*) FROM videos GROUP BY fingerprint").fetchall())
             failures = conn.execute("SELECT count(*) FROM failures").fetchone()[0]
             version = int(conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
@@ -411,6 +422,7 @@ class Library:
             moments=sum(by_channel.values()),
             moments_by_channel=by_channel,
             transcript_lines=lines,
+            screen_text_lines=screen_lines,
             total_duration_s=float(duration),
             size_bytes=size,
             fingerprints=fps,
@@ -586,8 +598,8 @@ class Library:
                     continue
                 lines = self._conn.execute(
                     "SELECT text FROM transcripts WHERE video_id = ? AND end_s > ? AND start_s < ? "
-                    "ORDER BY start_s, id",
-                    (m.video_id, m.start, m.end),
+                    "AND source = ? ORDER BY start_s, id",
+                    (m.video_id, m.start, m.end, SNIPPET_SOURCE.get(m.channel, "speech")),
                 ).fetchall()
                 text = " ".join(r[0].strip() for r in lines).strip()
                 if len(text) > SNIPPET_CHARS:
@@ -611,27 +623,31 @@ class Library:
             return self._scan_transcripts(set(words), k, clause, args)
         match = " OR ".join(f'"{w}"' for w in words)  # quoted: user text never becomes FTS syntax
         sql = (
-            "SELECT t.video_id, v.path, t.start_s, t.end_s, -bm25(transcripts_fts), t.text "
+            "SELECT t.video_id, v.path, t.start_s, t.end_s, -bm25(transcripts_fts), t.text, t.source "
             "FROM transcripts_fts JOIN transcripts t ON t.id = transcripts_fts.rowid "
-            f"JOIN videos v ON v.id = t.video_id WHERE transcripts_fts MATCH ? AND {clause} "
+            "JOIN videos v ON v.id = t.video_id WHERE transcripts_fts MATCH ? AND t.source IN ('speech', 'screen') "
+            f"AND {clause} "
             "ORDER BY bm25(transcripts_fts), t.video_id, t.start_s LIMIT ?"
         )
         with self._guard():
             rows = self._conn.execute(sql, [match, *args, k]).fetchall()
-        return [Moment(vid, Path(p), s, e, float(score), "transcript", 1, text) for vid, p, s, e, score, text in rows]
+        return [
+            Moment(vid, Path(p), s, e, float(score), TEXT_CHANNELS[source], 1, text)
+            for vid, p, s, e, score, text, source in rows
+        ]
 
     def _scan_transcripts(self, words: set[str], k: int, clause: str, args: list) -> list[Moment]:
         """Without FTS5: read every line and count the query words it contains as whole words (slow, but exact)."""
         sql = (
-            "SELECT t.video_id, v.path, t.start_s, t.end_s, t.text FROM transcripts t "
-            f"JOIN videos v ON v.id = t.video_id WHERE {clause}"
+            "SELECT t.video_id, v.path, t.start_s, t.end_s, t.text, t.source FROM transcripts t "
+            f"JOIN videos v ON v.id = t.video_id WHERE t.source IN ('speech', 'screen') AND {clause}"
         )
         scored = []
         with self._guard():
-            for vid, path, start, end, text in self._conn.execute(sql, args):
+            for vid, path, start, end, text, source in self._conn.execute(sql, args):
                 score = len(words & set(re.findall(r"\w+", text.lower())))
                 if score:
-                    scored.append(Moment(vid, Path(path), start, end, float(score), "transcript", 1, text))
+                    scored.append(Moment(vid, Path(path), start, end, float(score), TEXT_CHANNELS[source], 1, text))
         scored.sort(key=lambda m: (-m.score, m.video_id, m.start))
         return scored[:k]
 
@@ -732,7 +748,10 @@ class Writer:
         channels = [m.channel for m in sets]
         if len(set(channels)) != len(channels):
             raise ValueError(f"one Moments per channel, got channels {channels}")
-        lines = [TranscriptLine(float(s), float(e), str(t)) for s, e, t in transcript]
+        lines = [
+            TranscriptLine(float(line[0]), float(line[1]), str(line[2]), *([str(line[3])] if len(line) > 3 else []))
+            for line in transcript
+        ]
         # Encode before the transaction: the write lock is held for as short a time as possible.
         encoded = []
         for m in sets:
@@ -776,7 +795,7 @@ class Writer:
                     ),
                 )
             conn.executemany(
-                "INSERT INTO transcripts (video_id, start_s, end_s, text) VALUES (?, ?, ?, ?)",
+                "INSERT INTO transcripts (video_id, start_s, end_s, text, source) VALUES (?, ?, ?, ?, ?)",
                 [(video_id, *line) for line in lines],
             )
             conn.execute("DELETE FROM failures WHERE path = ?", (path,))
@@ -887,8 +906,8 @@ def _copy_video(conn: sqlite3.Connection, source_id: int, path: Path, size: int,
         (new_id, source_id),
     )
     conn.execute(
-        "INSERT INTO transcripts (video_id, start_s, end_s, text) "
-        "SELECT ?, start_s, end_s, text FROM transcripts WHERE video_id = ? ORDER BY id",
+        "INSERT INTO transcripts (video_id, start_s, end_s, text, source) "
+        "SELECT ?, start_s, end_s, text, source FROM transcripts WHERE video_id = ? ORDER BY id",
         (new_id, source_id),
     )
     for fp, channel, dim_n in conn.execute(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from damo_cli.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: transcripts.source ("speech" or "screen": on-screen text read by OCR)
 APPLICATION_ID = 0x64616D6F  # "damo": tells a damo library from any other SQLite file
 DB_NAME = "library.db"
 REBUILD_HINT = "damo index --rebuild PATH..."
@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS transcripts (
     video_id INTEGER NOT NULL REFERENCES videos (id) ON DELETE CASCADE,
     start_s  REAL NOT NULL,
     end_s    REAL NOT NULL,
-    text     TEXT NOT NULL
+    text     TEXT NOT NULL,
+    source   TEXT NOT NULL DEFAULT 'speech'  -- 'speech' (said) or 'screen' (written on screen)
 );
 CREATE INDEX IF NOT EXISTS transcripts_by_video ON transcripts (video_id, start_s);
 -- Files that could not be indexed: reported by `damo index`, retried on the next run.
@@ -189,6 +190,8 @@ def initialise_or_check(conn: sqlite3.Connection, db: Path) -> bool:
         )
     if version < 1:
         raise damaged(db, f"unknown schema version {raw_version!r}")
+    if version < SCHEMA_VERSION:
+        _upgrade(conn, version)
     has_fts = meta.get("fts") == "1"
     if has_fts and not fts5_available():
         raise StoreError(f"the library {db} uses SQLite FTS5, which this Python's sqlite3 lacks; use another Python")
@@ -218,6 +221,21 @@ def _create(conn: sqlite3.Connection) -> bool:
             conn.execute("ROLLBACK")
         raise
     return has_fts
+
+
+def _upgrade(conn: sqlite3.Connection, version: int) -> None:
+    """Bring an older library up to SCHEMA_VERSION in one transaction (nothing stored is lost or re-encoded)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = int(conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+        if current < 2:  # another process may have upgraded it while we waited for the lock
+            conn.execute("ALTER TABLE transcripts ADD COLUMN source TEXT NOT NULL DEFAULT 'speech'")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _split(script: str) -> list[str]:

