@@ -172,8 +172,11 @@ def test_lines_last_while_the_same_words_are_read() -> None:
     reads = [_Read(float(t), [("Hello world", 0.9)] if 2 <= t <= 4 else []) for t in range(8)]
     reads[3] = _Read(3.0, [("hello world", 0.95), ("Second line", 0.9)])
     lines = spans(reads, 1.0, 7.5)
-    assert [(x.start, x.end, x.text) for x in lines] == [(1.5, 4.5, "Hello world"), (2.5, 3.5, "Second line")]
+    # one line per run of readings, in the wording of its most confident reading
+    assert [(x.start, x.end, x.text) for x in lines] == [(1.5, 4.5, "hello world"), (2.5, 3.5, "Second line")]
     assert lines[0].confidence == 0.95
+    misread = [_Read(0.0, [("away from children", 0.9)]), _Read(2.0, [("away from chidren", 0.95)])]
+    assert [(x.start, x.end) for x in spans(misread, 2.0, 10.0)] == [(0.0, 3.0)]  # one letter misread: same line
     still = np.full((36, 64), 0.5, np.float32)
     caption = still.copy()
     caption[16:20, 10:40] = 1.0  # a caption's worth of changed pixels

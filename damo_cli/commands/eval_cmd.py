@@ -59,6 +59,12 @@ def evaluate(
     search: bool = typer.Option(
         False, "--search", help="Model runs: score 'damo search' over a library of every video the GT names instead."
     ),
+    answers: bool = typer.Option(
+        False,
+        "--answers",
+        help="Model runs: --gt is a questions file (qid, vid, question, keywords); score 'damo ask' answers to its "
+        "open questions by keyword match.",
+    ),
 ) -> None:
     """Score predictions against ground truth (R1@m, mIoU; QVHighlights mAP/HIT@1), beside trivial baselines.
 
@@ -74,7 +80,9 @@ def evaluate(
             from damo_cli.errors import EvaluationError
 
             raise EvaluationError("a model run needs both --videos DIR and --model NAME")
-        if search:
+        if answers:
+            _answers_run(videos, gt, model, device, json_output, save_predictions)
+        elif search:
             _search_run(videos, gt, model, device, json_output, save_predictions)
         else:
             _model_run(videos, gt, model, llm, device, seed, json_output, save_predictions)
@@ -199,6 +207,37 @@ def _model_run(
         proto.add_row(f"baseline {name}", first.baseline_notes.get(name, ""))
     proto.add_row("seconds", ", ".join(f"{k} {v:.0f}" for k, v in run.timings.items()))
     out_console.print(proto)
+
+
+def _answers_run(videos: Path, questions: Path, model: str, device: str, json_output: bool, save: Path | None) -> None:
+    from damo_cli.device import resolve_device
+    from damo_cli.evaluation.model_run import ANSWER_PREDICTORS, run_answers
+
+    console = Console(stderr=True)
+    with console.status("asking") as status:
+
+        def progress(vid: str, done: int, total: int) -> None:
+            status.update(f"video {done}/{total} ({vid})")
+
+        run = run_answers(videos, questions, model, resolve_device(device), progress=progress)
+    if save is not None:
+        save.mkdir(parents=True, exist_ok=True)
+        rows = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in run.rows)
+        (save / "answers.jsonl").write_text(rows, encoding="utf-8")
+    if json_output:
+        typer.echo(json.dumps(run.to_json(), indent=2))
+        return
+    table = Table(title=f"damo ask: model {model}, {run.questions} open questions", title_justify="left")
+    table.add_column("predictor")
+    table.add_column("names the expected thing (%)", justify="right", style="bold")
+    table.add_column("bare time ranges", justify="right")
+    for name in ANSWER_PREDICTORS:
+        table.add_row(name, f"{run.keyword_match[name]:.2f}", str(run.time_range_only[name]))
+    out = Console()
+    out.print(table)
+    for name, note in ANSWER_PREDICTORS.items():
+        out.print(f"{name}: {note}", markup=False, style="dim")
+    out.print(f"seconds: {run.seconds:.0f}", style="dim")
 
 
 def _search_run(videos: Path, gt: Path, model: str, device: str, json_output: bool, save: Path | None) -> None:

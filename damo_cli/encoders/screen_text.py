@@ -19,14 +19,19 @@ import numpy as np
 
 from damo_cli.cards import BackboneSpec
 
-READ_FPS = 1.0  # samples per second looked at; only changed ones are read
+# Samples looked at per second; only changed ones are read. At 0.2-0.3 s per read on 2 cores, 1 fps made OCR alone
+# cost ~4x realtime on handheld real clips (every frame changes); a caption shown for 2 s or more is still seen.
+READ_FPS = 0.5
 READ_LONG_SIDE = 960  # frames are read at most this long (720p and 1080p text stays legible, det stays fast)
 THUMB_SIZE = (64, 36)
 CHANGE_LEVEL = 0.06  # a thumbnail pixel changed when its grey level moved this much (of 1.0)...
 CHANGE_FRACTION = 0.004  # ...and a frame changed when this share of pixels did (a caption of a few words does)
 MIN_CONFIDENCE = 0.8
 MIN_HEIGHT_FRACTION = 0.015  # of the frame's height
-SETTINGS = f"ocr-tiny-{READ_FPS:g}fps-{READ_LONG_SIDE}-{CHANGE_LEVEL:g}-{CHANGE_FRACTION:g}-{MIN_CONFIDENCE:g}"
+SAME_LINE = 0.8  # two readings are the same line when this similar (difflib ratio): "chidren" is "children" misread
+SETTINGS = (
+    f"ocr-tiny-{READ_FPS:g}fps-{READ_LONG_SIDE}-{CHANGE_LEVEL:g}-{CHANGE_FRACTION:g}-{MIN_CONFIDENCE:g}-{SAME_LINE:g}"
+)
 
 
 @dataclass
@@ -115,24 +120,28 @@ def changed(previous: np.ndarray | None, current: np.ndarray) -> bool:
 
 def spans(reads: list[_Read], step: float, duration: float) -> list[ScreenText]:
     """Readings at sample times -> lines with times: a line lasts while consecutive samples read the same words
-    (compared case- and space-insensitively), from half a step before its first sample to half a step after its
-    last, within the video."""
+    (compared case-, space- and punctuation-insensitively, small misreadings forgiven: `SAME_LINE`), from half a
+    step before its first sample to half a step after its last, within the video. A line keeps the wording of its
+    most confident reading."""
     open_lines: dict[str, ScreenText] = {}
     finished: list[ScreenText] = []
     for read in reads:
-        seen = {}
+        matched: dict[str, tuple[str, float]] = {}
         for text, confidence in read.lines:
-            seen.setdefault(_norm(text), (text, confidence))
+            key = _match(_norm(text), open_lines) or _norm(text)
+            if key not in matched or confidence > matched[key][1]:
+                matched[key] = (text, confidence)
         for key in list(open_lines):
-            if key not in seen:
+            if key not in matched:
                 finished.append(open_lines.pop(key))
-        for key, (text, confidence) in seen.items():
+        for key, (text, confidence) in matched.items():
             line = open_lines.get(key)
             if line is None:
                 open_lines[key] = ScreenText(max(0.0, read.time - step / 2), read.time + step / 2, text, confidence)
             else:
                 line.end = read.time + step / 2
-                line.confidence = max(line.confidence, confidence)
+                if confidence > line.confidence:
+                    line.text, line.confidence = text, confidence
     finished += open_lines.values()
     for line in finished:
         line.end = min(line.end, duration)
@@ -142,6 +151,16 @@ def spans(reads: list[_Read], step: float, duration: float) -> list[ScreenText]:
 
 def _norm(text: str) -> str:
     return re.sub(r"\W+", "", text.lower())
+
+
+def _match(key: str, open_lines: dict[str, ScreenText]) -> str | None:
+    """The open line a reading continues: the same words, or nearly (one misread letter in a long line)."""
+    from difflib import SequenceMatcher
+
+    if key in open_lines:
+        return key
+    best = max(open_lines, key=lambda k: SequenceMatcher(None, k, key).ratio(), default=None)
+    return best if best is not None and SequenceMatcher(None, best, key).ratio() >= SAME_LINE else None
 
 
 def read_video(reader: ScreenTextReader, path: Path, duration: float) -> list[ScreenText]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -297,3 +298,111 @@ def _per_kind(gt: Sequence[GTQuery], preds: PredictionSet, kinds: dict[str, str]
                "mIoU": round(float(np.mean(v)) * 100, 2), "n": len(v)}
         for kind, v in sorted(out.items())
     }  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------- open questions
+@dataclass
+class AnswersRun:
+    """`damo ask` on open questions, scored by whether the answer names the expected thing (any of its keywords)."""
+
+    questions: int
+    keyword_match: dict[str, float]  # % of questions per predictor
+    time_range_only: dict[str, int]  # answers that are a bare time range
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "questions": self.questions,
+            "keyword_match": {k: round(v, 2) for k, v in self.keyword_match.items()},
+            "time_range_only": self.time_range_only,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+ANSWER_PREDICTORS = {
+    "ask": "the answer 'damo ask VIDEO QUESTION' prints (pipeline.ask.answer_question)",
+    "ask, evidence only": "the same with the LLM left out: the named evidence worded directly (evidence.describe)",
+    "top class": "baseline: the most probable ImageNet class over the whole clip, alone",
+}
+
+
+def keyword_hit(answer: str, keywords: Sequence[str]) -> bool:
+    """Whether the answer names any keyword as a whole word or phrase (case-insensitive; CJK by substring)."""
+    text = answer.lower()
+    for keyword in keywords:
+        word = keyword.lower().strip()
+        if not word:
+            continue
+        if not word.isascii() and word in text:
+            return True
+        if re.search(rf"(?<![a-z0-9]){re.escape(word)}(?![a-z0-9])", text):
+            return True
+    return False
+
+
+def run_answers(
+    videos_dir: Path,
+    questions_path: Path,
+    model: str,
+    device: str = "cpu",
+    progress: Callable[[str, int, int], None] | None = None,
+) -> AnswersRun:
+    """Every open question of a questions file (JSON Lines: qid, vid, question, keywords) through `damo ask`'s own
+    code on the cached analysis, beside the same path without the LLM and a top-class baseline."""
+    from damo_cli.pipeline.analyse import Analyser
+    from damo_cli.pipeline.ask import answer_question, is_temporal
+    from damo_cli.pipeline.evidence import class_names
+    from damo_cli.pipeline.loading import load_model
+    from damo_cli.training.datasets import find_video
+
+    rows_in = [json.loads(line) for line in questions_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows_in = [r for r in rows_in if not is_temporal(r["question"])]
+    if not rows_in or any(not r.get("keywords") or not r.get("vid") for r in rows_in):
+        raise EvaluationError(f"{questions_path.name}: every open question needs a 'vid' and 'keywords'")
+    started = time.perf_counter()
+    analyser = Analyser(load_model(model, device), device)
+    names = class_names()
+    hits = dict.fromkeys(ANSWER_PREDICTORS, 0)
+    bare = dict.fromkeys(ANSWER_PREDICTORS, 0)
+    rows = []
+    by_vid: dict[str, list[dict[str, Any]]] = {}
+    for r in rows_in:
+        by_vid.setdefault(r["vid"], []).append(r)
+    for index, (vid, questions) in enumerate(by_vid.items()):
+        path = find_video(Path(videos_dir), vid)
+        if path is None:
+            raise EvaluationError(f"video '{vid}' of {questions_path.name} not found in {videos_dir}")
+        analysis = analyse_cached(analyser, path)
+        probs = np.zeros(len(names))
+        np.add.at(probs, analysis.class_index.ravel(), analysis.class_prob.ravel())
+        top_class = names[int(probs.argmax())] if len(analysis.frame_times) else ""
+        for q in questions:
+            answers = {
+                "ask": answer_question(analyser, analysis, q["question"], device).answer,
+                "ask, evidence only": answer_question(analyser, analysis, q["question"], device, False).answer,
+                "top class": top_class,
+            }
+            row = {"qid": q.get("qid"), "question": q["question"], "expected": q.get("answer"), "answers": answers}
+            for name, answer in answers.items():
+                hit = keyword_hit(answer, q["keywords"])
+                hits[name] += hit
+                bare[name] += bool(TIME_RANGE_ONLY.match(answer))
+                row[f"hit: {name}"] = hit
+            rows.append(row)
+        if progress is not None:
+            progress(vid, index + 1, len(by_vid))
+    count = max(1, len(rows))
+    return AnswersRun(
+        questions=len(rows),
+        keyword_match={name: 100.0 * n / count for name, n in hits.items()},
+        time_range_only=bare,
+        rows=rows,
+        seconds=time.perf_counter() - started,
+    )
+
+
+# "From 12.3 s to 15.0 s." and the like: an answer that is only a time range
+TIME_RANGE_ONLY = re.compile(
+    r"^\W*(?:probably\s+)?(?:from\s+)?\d+(?:\.\d+)?\s*s?\s*(?:to|-|–)\s*\d+(?:\.\d+)?\s*s?\W*$", re.IGNORECASE
+)

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,6 +80,21 @@ class Analyser:
         self.features = FeatureExtractor(model.card, model.damo.config, device, transcribe=True, named_evidence=True)
         self.text: TextEncoder = load_backbone(model.card, "text", device)
         self.class_embeddings = class_text_embeddings(self.text)
+        self._talker: Any = None
+
+    def talker(self) -> Any:
+        """The model that answers in words, loaded on first use and kept: DaMO with its LLM (and LoRA weights) when
+        trained, else the card's plain LLM as (model, tokenizer)."""
+        if self._talker is None:
+            if self.model.trained:
+                from damo_cli.model.load import load_damo
+
+                self._talker = load_damo(self.model.source, self.device, llm=True).model
+            else:
+                from damo_cli.encoders.llm import load_llm
+
+                self._talker = load_llm(self.model.card.backbone("llm"), self.device)
+        return self._talker
 
     @property
     def fingerprint(self) -> str:

@@ -185,22 +185,20 @@ def _llm_answer(analyser: Analyser, analysis: VideoAnalysis, question: str, name
     """The LLM's answer given the named evidence as text (and, with trained weights, DaMO's soft prompt)."""
     import torch
 
-    from damo_cli.encoders.llm import chat, load_llm
+    from damo_cli.encoders.llm import chat
     from damo_cli.model.damo import Conversation, TranscriptLine
 
     model = analyser.model
     asked = f"{named.as_text()}\n\nQuestion: {question}\nAnswer in a few words, naming what is seen, written or heard."
     if model.trained:
-        from damo_cli.model.load import load_damo
-
         transcript = [TranscriptLine(s.start, s.end, s.text) for s in analysis.transcript if s.text.strip()]
-        damo = load_damo(model.source, device, llm=True).model  # with the LoRA weights the fuse-only load left out
+        damo = analyser.talker()
         fusion = torch.from_numpy(analysis.fusion_tokens).to(device)
         spans = torch.from_numpy(analysis.window_spans).float().to(device)
         with torch.inference_mode():
             prompt = damo.soft_prompt(fusion[None], spans[None])
             return damo.generate(prompt, [Conversation.ask(asked, transcript)]).texts[0].strip()
-    llm, tokenizer = load_llm(model.card.backbone("llm"), device)
+    llm, tokenizer = analyser.talker()
     return _first_paragraph(chat(llm, tokenizer, asked, max_new_tokens=model.damo.config.prompt.max_new_tokens))
 
 

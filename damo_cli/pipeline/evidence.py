@@ -30,8 +30,9 @@ RELEVANCE_GAIN = 4.0  # how much relatedness to the question can lift a less pro
 LOCALISED = 0.3  # a top moment at least this confident (and not the whole clip) narrows what is looked at
 
 _TEXT_QUESTION = re.compile(
-    r"\b(?:written|writ(?:e|es|ing)|text|word|words|spell(?:s|ed|ing)?|sign|signs|label|labels|watermark|logo|logos"
-    r"|title|titles|caption|captions|subtitle|subtitles|screen|slide|slides|read|reads|banner|headline)\b",
+    r"\b(?:written|writ(?:e|es|ing)|text|word|words|spell(?:s|ed|ing)?|label|labels|watermark|logo|logos"
+    r"|title|titles|caption|captions|subtitle|subtitles|screen|slide|slides|read|reads|banner|headline)\b"
+    r"|\bsigns?\b.*\b(?:say|says|read|reads)\b",  # "the sign" of a street, not of sign language
     re.IGNORECASE,
 )
 _SOUND_QUESTION = re.compile(r"\b(?:hear|heard|sound|sounds|music|song|songs|noise|singing|sings|sing)\b", re.I)
