@@ -108,6 +108,7 @@ def _print_stats(library, json_output: bool) -> None:  # noqa: ANN001 - Library
     table.add_row("videos", f"{st.videos} ({st.total_duration_s / 60:.1f} min)")
     table.add_row("moments", ", ".join(f"{c} {n}" for c, n in st.moments_by_channel.items()) or "0")
     table.add_row("transcript lines", str(st.transcript_lines))
+    table.add_row("on-screen text lines", str(st.screen_text_lines))
     table.add_row("failures", str(st.failures))
     table.add_row("size on disk", f"{st.size_bytes / 1e6:.1f} MB")
     table.add_row("models", ", ".join(f"{fp} ({n})" for fp, n in st.fingerprints.items()) or "-")
@@ -160,7 +161,7 @@ def search(
             Console().print("no moments found")
             return
         table = Table(title=f"damo search: {query}")
-        for column in ("#", "video", "moment", "score", "said"):
+        for column in ("#", "video", "moment", "score", "said, shown or heard"):
             table.add_column(column, overflow="fold")
         for rank, hit in enumerate(hits, start=1):
             table.add_row(
