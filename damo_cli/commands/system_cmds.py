@@ -98,6 +98,29 @@ def collect_checks(card_name: str, device: str) -> list[Check]:
         checks.extend(_derived_cache_checks(card))
     except DamoError as err:
         checks.append(Check(f"model {card_name}", False, str(err), "damo models list"))
+    checks.extend(_pulled_checks())
+    return checks
+
+
+def _pulled_checks() -> list[Check]:
+    """Every card `damo models pull` fetched: its files in the HF cache re-hashed against the lock file, offline."""
+    from damo_cli.errors import DamoError
+    from damo_cli.hub import load_pulled_card, lock_path, pulled_cards, verify_pulled
+
+    try:
+        names = pulled_cards()
+    except DamoError as err:
+        return [Check("pulled models", False, str(err), f"delete {lock_path()} and pull again")]
+    checks = []
+    for name in names:
+        try:
+            files = verify_pulled(load_pulled_card(name))
+        except DamoError as err:
+            checks.append(Check(f"{name} pulled files", False, str(err), f"damo models pull {name}"))
+            continue
+        size = sum(f.size for f in files) / 1e6
+        detail = f"{len(files)} files, {size:.1f} MB at pinned revisions, sha256 verified offline against {lock_path()}"
+        checks.append(Check(f"{name} pulled files", True, detail))
     return checks
 
 

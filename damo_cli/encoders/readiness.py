@@ -17,9 +17,9 @@ class BackboneStatus:
     fix: str | None = None
 
 
-def backbone_status(backbone: BackboneSpec) -> BackboneStatus:
+def backbone_status(backbone: BackboneSpec, card: ModelCard | None = None) -> BackboneStatus:
     if backbone.source == "hub":
-        return _hub_status(backbone)
+        return _hub_status(backbone, card)
     for spec in backbone.files.values():
         try:
             packaged_file(spec)
@@ -32,16 +32,25 @@ def backbone_status(backbone: BackboneSpec) -> BackboneStatus:
     return BackboneStatus(backbone.role, True, f"{backbone.kind}: sha256 verified ({', '.join(packages)})")
 
 
-def _hub_status(backbone: BackboneSpec) -> BackboneStatus:
-    from huggingface_hub import try_to_load_from_cache
+def _hub_status(backbone: BackboneSpec, card: ModelCard | None) -> BackboneStatus:
+    """Ready when `damo models pull` fetched the backbone's files at the card's pinned revision (no hashing here)."""
+    from damo_cli.hub import backbone_files, pull_state
 
-    cached = try_to_load_from_cache(backbone.repo or "", "config.json")
-    if isinstance(cached, str):
-        return BackboneStatus(backbone.role, True, f"{backbone.repo}: in the Hugging Face cache")
-    return BackboneStatus(
-        backbone.role, False, f"{backbone.repo}: not downloaded (hub model)", "needs network access to the hub"
-    )
+    if card is None:
+        return BackboneStatus(backbone.role, False, f"{backbone.repo}: hub model", "damo models pull <card>")
+    if backbone_files(card, backbone.role) is None:
+        return BackboneStatus(
+            backbone.role,
+            False,
+            f"{backbone.repo}: no pinned revision in the card yet (hub model)",
+            f"pin revision = <commit hash> and hub_files in {card.path.name}, then damo models pull {card.name}",
+        )
+    state = pull_state(card)
+    where = f"{backbone.repo}@{str(backbone.params['revision'])[:12]}"
+    if state.pulled:
+        return BackboneStatus(backbone.role, True, f"{where}: pulled into the Hugging Face cache")
+    return BackboneStatus(backbone.role, False, f"{where}: {state.detail}", state.fix)
 
 
 def card_status(card: ModelCard) -> list[BackboneStatus]:
-    return [backbone_status(b) for b in card.backbones.values()]
+    return [backbone_status(b, card) for b in card.backbones.values()]
