@@ -20,6 +20,7 @@ from damo_cli.media import FrameReader, sample_frames
 EXPECTED_FIGURES = {
     "index_rtf_vs_naive",
     "index_rtf_vs_decode_floor",
+    "index_rtf_vs_no_named_evidence",
     "ask_warm_in_process",
     "ask_cold_cli",
     "ask_warm_cli",
@@ -75,7 +76,7 @@ def test_quick_bench_json(tmp_path: Path) -> None:
 
     # Values shared between figures are the same measurement, not re-typed numbers.
     naive, floor = figures["index_rtf_vs_naive"], figures["index_rtf_vs_decode_floor"]
-    assert naive["value"] == floor["value"]
+    assert naive["value"] == floor["value"] == figures["index_rtf_vs_no_named_evidence"]["value"]
     detail = naive["detail"]
     assert naive["value"] == pytest.approx(detail["duration_s"] / detail["damo_s"], rel=0.02)
     assert naive["baseline"] == pytest.approx(detail["duration_s"] / detail["naive_s"], rel=0.02)

@@ -12,10 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from damo_cli.data.examples import FPS, slide_frames, slide_video, write_video
+
 TEXT = "QUARTERLY RESULTS 2026"
 TEXT_SHOWN = (5.0, 8.0)
 MUSIC = (10.0, 20.0)
-SECONDS, FPS, SIZE, RATE = 30, 10, (640, 360), 16000
+SECONDS = 30
+
+
+def draw_frames(shown: tuple[float, float]) -> list[np.ndarray]:
+    return slide_frames(SECONDS, TEXT, shown)
 
 
 def damo(*args: str) -> subprocess.CompletedProcess[str]:
@@ -27,68 +33,16 @@ def iou(a: tuple[float, float], b: tuple[float, float]) -> float:
     return inter / (max(a[1], b[1]) - min(a[0], b[0]))
 
 
-def music(seconds: float, seed: int = 0) -> np.ndarray:
-    """Plucked notes of a C major scale, four per second, with a bass chord on every beat: music to any listener."""
-    rng = np.random.default_rng(seed)
-    out = np.zeros(int(seconds * RATE), np.float32)
-    scale = [261.6, 293.7, 329.6, 349.2, 392.0, 440.0, 493.9, 523.3]
-    t = np.arange(int(0.5 * RATE)) / RATE
-    for i in range(int(seconds / 0.25)):
-        chord = [scale[rng.integers(8)]] + ([scale[0] / 2, scale[4] / 2] if i % 4 == 0 else [])
-        tone = sum(0.6**h * np.sin(2 * np.pi * f * (h + 1) * t) for f in chord for h in range(5)) * np.exp(-4 * t)
-        start = int(i * 0.25 * RATE)
-        end = min(len(out), start + len(tone))
-        out[start:end] += 0.15 * tone[: end - start]
-    return out
-
-
-def draw_frames(text_shown: tuple[float, float] | None) -> list[np.ndarray]:
-    import cv2
-
-    width, height = SIZE
-    yy, xx = np.mgrid[0:height, 0:width]
-    frames = []
-    for i in range(SECONDS * FPS):
-        t = i / FPS
-        img = np.zeros((height, width, 3), np.uint8)
-        img[..., 0] = (60 + 40 * np.sin(xx / 80 + t * 0.3)).astype(np.uint8)  # a slowly moving background
-        img[..., 1] = (70 + 30 * np.cos(yy / 60)).astype(np.uint8)
-        img[..., 2] = 90
-        cv2.circle(img, (int(100 + 15 * t), 250), 30, (200, 180, 40), -1)
-        if text_shown and text_shown[0] <= t < text_shown[1]:
-            cv2.putText(img, TEXT, (40, 160), cv2.FONT_HERSHEY_SIMPLEX, 1.3, (255, 255, 255), 3)
-        frames.append(img)
-    return frames
-
-
-def write_video(path: Path, frames: list[np.ndarray], audio: np.ndarray | None) -> Path:
-    import imageio_ffmpeg
-    import soundfile
-
-    height, width = frames[0].shape[:2]
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-           "-s", f"{width}x{height}", "-r", str(FPS), "-i", "-"]  # fmt: skip
-    if audio is not None:
-        wav = path.with_suffix(".wav")
-        soundfile.write(wav, audio, RATE)
-        cmd += ["-i", str(wav), "-c:a", "aac", "-shortest"]
-    cmd += ["-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)]
-    subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), check=True)
-    return path
-
-
 @pytest.fixture(scope="module")
-def slide_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """30 s: "QUARTERLY RESULTS 2026" on screen from 5 s to 8 s; music from 10 s to 20 s over faint noise."""
-    audio = np.random.default_rng(1).normal(0, 0.003, SECONDS * RATE).astype(np.float32)
-    audio[int(MUSIC[0] * RATE) : int(MUSIC[1] * RATE)] += music(MUSIC[1] - MUSIC[0])
-    return write_video(tmp_path_factory.mktemp("slides") / "slides.mp4", draw_frames(TEXT_SHOWN), audio)
+    return slide_video(tmp_path_factory.mktemp("slides") / "slides.mp4", SECONDS, TEXT, TEXT_SHOWN, MUSIC)
 
 
 @pytest.fixture(scope="module")
-def slide_library(slide_video: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def slide_library(slide: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     library = tmp_path_factory.mktemp("library")
-    result = damo("index", str(slide_video), "--library", str(library), "--json")
+    result = damo("index", str(slide), "--library", str(library), "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["indexed"] == 1
     return library
@@ -109,16 +63,16 @@ def test_search_finds_music_by_its_sound(slide_library: Path) -> None:
     assert iou((best["start"], best["end"]), MUSIC) >= 0.5, best
 
 
-def test_ask_quotes_the_screen_and_times_the_music(slide_video: Path, slide_library: Path) -> None:
-    said = json.loads(damo("ask", str(slide_video), "what does the screen say?", "--json").stdout)
+def test_ask_quotes_the_screen_and_times_the_music(slide: Path, slide_library: Path) -> None:
+    said = json.loads(damo("ask", str(slide), "what does the screen say?", "--json").stdout)
     assert f'"{TEXT}"' in said["answer"], said
     assert iou((said["moments"][0]["start"], said["moments"][0]["end"]), TEXT_SHOWN) >= 0.5
-    when = json.loads(damo("ask", str(slide_video), "when is music playing?", "--json").stdout)
+    when = json.loads(damo("ask", str(slide), "when is music playing?", "--json").stdout)
     assert iou((when["moments"][0]["start"], when["moments"][0]["end"]), MUSIC) >= 0.5, when
-    heard = json.loads(damo("ask", str(slide_video), "what can you hear?", "--json").stdout)
+    heard = json.loads(damo("ask", str(slide), "what can you hear?", "--json").stdout)
     assert "music" in heard["answer"], heard
     # an open question about what is seen gets words, never a bare time range
-    seen = json.loads(damo("ask", str(slide_video), "what is in this video?", "--json").stdout)
+    seen = json.loads(damo("ask", str(slide), "what is in this video?", "--json").stdout)
     assert seen["answer"].lower().startswith(("it looks like", "i can't tell")) or len(seen["answer"].split()) > 3
 
 
