@@ -124,8 +124,12 @@ def describe(question: str, evidence: NamedEvidence) -> str:
         quoted = "; ".join(f'"{t.text}" ({format_moment(t.start, t.end)})' for t in evidence.written[:4])
         return f"It says {quoted}."
     if is_sound_question(question) and (evidence.heard or evidence.said):
-        heard = [f"{e.label} {format_moment(e.start, e.end)}" for e in evidence.heard[:4]]
-        answer = f"I hear {', '.join(heard)}." if heard else f"I hear speech ({where})."
+        heard = []
+        for label in sorted({e.label for e in evidence.heard}, key=lambda k: -_heard_seconds(evidence.heard, k)):
+            events = [e for e in evidence.heard if e.label == label]
+            parts = f" (in {len(events)} stretches)" if len(events) > 1 else ""
+            heard.append(f"{label} {format_moment(events[0].start, max(e.end for e in events))}{parts}")
+        answer = f"I hear {' and '.join(heard)}." if heard else f"I hear speech ({where})."
         if evidence.said:
             answer += f' It is said: "{" ".join(s.text.strip() for s in evidence.said[:2])}"'
         return answer
@@ -141,6 +145,10 @@ def describe(question: str, evidence: NamedEvidence) -> str:
     if evidence.written:
         return f'I can\'t tell; on screen it says "{evidence.written[0].text}".'
     return "I can't tell from what I can see or hear in this video."
+
+
+def _heard_seconds(events: list[SoundEvent], label: str) -> float:
+    return sum(e.end - e.start for e in events if e.label == label)
 
 
 def _article(name: str) -> str:
