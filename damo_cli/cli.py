@@ -19,6 +19,7 @@ from damo_cli.commands import (
     library_cmds,
     media_cmds,
     models_cmds,
+    serve_cmd,
     system_cmds,
     train_cmds,
 )
@@ -50,6 +51,7 @@ def _root(
 app.command("ask")(library_cmds.ask)
 app.command("index")(library_cmds.index)
 app.command("search")(library_cmds.search)
+app.command("serve")(serve_cmd.serve)
 app.command("finetune")(train_cmds.finetune)
 app.command("train")(train_cmds.train)
 app.command("probe")(media_cmds.probe)

@@ -21,6 +21,8 @@ ASK_AND_SEARCH = (
     "damo_cli.pipeline.indexer",
     "damo_cli.pipeline.analyse",
     "damo_cli.commands.library_cmds",
+    "damo_cli.api",
+    "damo_cli.server.client",
 )
 OFFLINE_ONLY = ("damo_cli.training", "damo_cli.evaluation", "damo_cli.data")
 LOWER_LAYERS = ("damo_cli.media", "damo_cli.encoders")
@@ -90,7 +92,17 @@ def test_ask_and_search_load_no_training_evaluation_or_data_code():
 def test_the_inference_path_never_imports_training_evaluation_or_data_even_lazily():
     packages = ("damo_cli.model", "damo_cli.pipeline", "damo_cli.store")
     inference = [*(m for package in packages for m in modules_of(package)), "damo_cli.commands.library_cmds"]
+    inference += ["damo_cli.api", *modules_of("damo_cli.server"), "damo_cli.commands.serve_cmd"]
     assert reaching(inference, OFFLINE_ONLY) == {}
+
+
+def test_the_server_is_loaded_only_by_damo_serve_and_import_damo_cli_loads_nothing_heavy():
+    """`damo ask` and `damo search` read the discovery file and talk HTTP; the server itself is `damo serve`'s."""
+    assert pulled_in([*ASK_AND_SEARCH, "damo_cli.cli"], ("damo_cli.server.app",)) == {}
+    every = [m for m in modules_of("damo_cli") if m != "damo_cli.server.app"]
+    importers = {m for m in every if "damo_cli.server.app" in imports_in(m)}
+    assert importers == {"damo_cli.commands.serve_cmd"}
+    assert pulled_in(["damo_cli"], ("torch", "numpy", "damo_cli.pipeline", "damo_cli.store")) == {}
 
 
 def test_media_and_encoders_do_not_import_the_pipeline_store_or_cli():

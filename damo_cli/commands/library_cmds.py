@@ -17,6 +17,9 @@ from damo_cli.errors import DamoError
 MODEL_OPTION = typer.Option("damo-tiny", "--model", help="Model card name or trained model folder.")
 DEVICE_OPTION = typer.Option("auto", "--device", help="cpu, cuda, mps or auto (cuda > mps > cpu).")
 LIBRARY_OPTION = typer.Option(None, "--library", help="Library folder (default: damo's data folder).")
+VERBOSE_OPTION = typer.Option(
+    False, "--verbose", help="Say on stderr whether a running `damo serve` or this process does the work."
+)
 
 
 def index(
@@ -35,8 +38,7 @@ def index(
     ),
 ) -> None:
     """Decode, encode and store videos for search; unchanged files are skipped, moved files are not re-encoded."""
-    from damo_cli.device import resolve_device
-    from damo_cli.pipeline.indexer import Indexer
+    from damo_cli.api import load
     from damo_cli.store import Library
 
     paths = local_paths(paths or [])
@@ -52,9 +54,8 @@ def index(
             console.print(f"moved the old library aside to {aside}")
     else:
         library = Library.open(library_dir)
-    resolved = resolve_device(device)
     with console.status("loading the model"):
-        indexer = Indexer(model, resolved, library, workers)
+        session = load(model, device)
     exts = [e.strip() for e in extensions.split(",") if e.strip()]
     progress = Progress(
         TextColumn("{task.description}"),
@@ -85,7 +86,7 @@ def index(
 
     with progress:
         task = progress.add_task("scanning", total=None)
-        report = indexer.run(paths, exts, on_event)
+        report = session.index(paths, library, extensions=exts, workers=workers, on_event=on_event)
     if json_output:
         typer.echo(json.dumps(report.to_json()))
     else:
@@ -96,12 +97,12 @@ def index(
 
 
 def _print_stats(library, json_output: bool) -> None:  # noqa: ANN001 - Library
-    st = library.stats()
     if json_output:
-        payload = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(st).items()}
-        payload["last_indexed"] = st.last_indexed.isoformat() if st.last_indexed else None
-        typer.echo(json.dumps(payload, indent=2))
+        from damo_cli.api import library_stats
+
+        typer.echo(json.dumps(library_stats(library), indent=2))
         return
+    st = library.stats()
     table = Table(title=f"damo library ({st.root})", show_header=False)
     table.add_column("")
     table.add_column("")
@@ -126,23 +127,17 @@ def search(
     srt: bool = typer.Option(False, "--srt", help="Print the moments as SubRip subtitles."),
     clip_dir: Path = typer.Option(None, "--clip", help="Export each moment as a playable clip into this folder."),
     library_dir: Path = LIBRARY_OPTION,
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Find ranked moments across the indexed library (what is seen, what is said, transcript words)."""
-    from damo_cli.device import resolve_device
-    from damo_cli.encoders.loader import load_backbone
-    from damo_cli.pipeline.analyse import Analyser
-    from damo_cli.pipeline.loading import load_model
-    from damo_cli.pipeline.search import search_library
-    from damo_cli.store import Library
-
     nonblank(query, "search query")
-    library = Library.open(library_dir, create=False)
-    resolved = resolve_device(device)
-    loaded = load_model(model, resolved)
-    text = load_backbone(loaded.card, "text", resolved)
-    hits = search_library(
-        library, query, text.encode([query])[0], Analyser.fingerprint_of(loaded), loaded.trained, k, path_filter
-    )
+    hits = _search_on_server(query, k, path_filter, model, device, library_dir, _say(verbose))
+    if hits is None:
+        from damo_cli.api import load
+        from damo_cli.store import Library
+
+        library = Library.open(library_dir, create=False)
+        hits = load(model, device).search(query, k, library, path_filter)
     if clip_dir is not None:
         from damo_cli.pipeline.clips import export_clips
 
@@ -176,36 +171,60 @@ def ask(
     model: str = MODEL_OPTION,
     device: str = DEVICE_OPTION,
     json_output: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Answer a question about a video, with the moment(s) that support the answer."""
-    from damo_cli.device import resolve_device
     from damo_cli.media import probe
-    from damo_cli.pipeline import feature_cache
-    from damo_cli.pipeline.analyse import Analyser
-    from damo_cli.pipeline.ask import answer_question
-    from damo_cli.pipeline.loading import load_model
-    from damo_cli.store import content_key
 
     local_path(video)
     nonblank(question, "question")
     probe(video)  # bad input fails here, in one line, before any model loads
-    resolved = resolve_device(device)
+    from damo_cli.server import client
+
+    reply = client.ask(video, question, model=model, device=device, say=_say(verbose))
+    if reply is not None:  # a running `damo serve` answered
+        moments = [(s, e, x) for s, e, x in reply["exact"]["moments"]]
+        _print_answer(reply["result"], reply["result"]["answer"], moments, json_output)
+        return
+    from damo_cli.api import load
+
     console = Console(stderr=True)
     with console.status("loading the model"):
-        analyser = Analyser(load_model(model, resolved), resolved)
-    key = content_key(video)
-    analysis = feature_cache.load(video, key, analyser.fingerprint)
-    if analysis is None:
-        with console.status("watching and listening"):
-            analysis = analyser.analyse(video)
-        feature_cache.save(analysis, key, analyser.fingerprint)
-    with console.status("thinking"):
-        result = answer_question(analyser, analysis, question, resolved)
-    result.video = video.expanduser().absolute()
+        session = load(model, device)
+    result = session.ask(video, question, status=console.status)
+    _print_answer(result.to_json(), result.answer, result.moments, json_output)
+
+
+def _print_answer(payload: dict, answer: str, moments: list[tuple[float, float, float]], json_output: bool) -> None:
     if json_output:
-        typer.echo(json.dumps(result.to_json(), ensure_ascii=False))
+        typer.echo(json.dumps(payload, ensure_ascii=False))
         return
     out = Console()
-    out.print(result.answer)
-    for start, end, score in result.moments:
+    out.print(answer)
+    for start, end, score in moments:
         out.print(f"  {start:7.1f} s → {end:7.1f} s   score {score:.2f}")
+
+
+def _search_on_server(
+    query: str, k: int, path_filter: str | None, model: str, device: str, library_dir: Path | None, say
+) -> list | None:  # noqa: ANN001 - say: a line for --verbose
+    """The hits a running `damo serve` finds (as `SearchHit`s, times and scores unrounded), or None: search here."""
+    from damo_cli.server import client
+
+    reply = client.search(query, k, path_filter, model=model, device=device, library=library_dir, say=say)
+    if reply is None:
+        return None
+    from damo_cli.pipeline.search import SearchHit
+
+    return [
+        SearchHit(Path(hit["video"]), start, end, score, hit["text"])
+        for hit, (start, end, score) in zip(reply["result"], reply["exact"], strict=True)
+    ]
+
+
+def _say(verbose: bool):  # noqa: ANN202 - a line for --verbose
+    def say(line: str) -> None:
+        if verbose:
+            typer.echo(f"damo: {line}", err=True)
+
+    return say

@@ -21,7 +21,7 @@ import numpy as np
 
 from damo_cli.errors import DamoError
 from damo_cli.pipeline import feature_cache
-from damo_cli.pipeline.analyse import Analyser, VideoAnalysis
+from damo_cli.pipeline.analyse import Analyser, LoadedModel, VideoAnalysis
 from damo_cli.store import Library, Lookup, Moments, TranscriptLine
 
 VIDEO_EXTENSIONS = (
@@ -105,17 +105,29 @@ def _analyse_in_worker(path: Path) -> VideoAnalysis:
 
 # ---------------------------------------------------------------------------------------------------- driver
 class Indexer:
-    def __init__(self, model_name: str, device: str, library: Library, workers: int = 1) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        device: str,
+        library: Library,
+        workers: int = 1,
+        *,
+        model: LoadedModel | None = None,
+        make_analyser: Callable[[], Analyser] | None = None,
+    ) -> None:
+        """model: `model_name` already loaded (an API session's); make_analyser: where the analyser comes from
+        when something needs encoding (a session shares its own), else one is made here."""
         from damo_cli.pipeline.loading import load_model
 
         self.model_name, self.device, self.library, self.workers = model_name, device, library, max(1, workers)
-        self.model = load_model(model_name, device)
+        self.model = model if model is not None else load_model(model_name, device)
+        self._make_analyser = make_analyser or (lambda: Analyser(self.model, self.device))
         self._analyser: Analyser | None = None
 
     @property
     def analyser(self) -> Analyser:
         if self._analyser is None:  # the backbones load only when something actually needs encoding
-            self._analyser = Analyser(self.model, self.device)
+            self._analyser = self._make_analyser()
         return self._analyser
 
     @property

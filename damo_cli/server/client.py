@@ -1,0 +1,136 @@
+"""The client side of `damo serve`: `damo ask` and `damo search` send their request to a running server when the
+discovery file names one for the same model (and library), and print what it answers exactly as they print their
+own results. Whenever the server cannot be used (none running, another model, refused connection, a stale file, a
+killed server, a wrong or missing token, an internal error) these return None and the verb does the work itself.
+
+A server's one-line errors (a missing library, a video it cannot read) are raised here as the same `DamoError`
+line and exit code the in-process path would give.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from damo_cli.errors import DamoError
+from damo_cli.server import (
+    TOKEN_ENV,
+    ServerInfo,
+    disabled,
+    model_key,
+    pid_alive,
+    read_discovery,
+    remove_discovery,
+)
+
+CONNECT_TIMEOUT_S = 1.0  # a live local server accepts in microseconds; the answer itself may take minutes
+Say = Callable[[str], None]  # a line for --verbose
+
+
+class ServerError(DamoError):
+    """An error the server reported: its one line, and the exit code the CLI would have used."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def ask(video: Path, question: str, *, model: str, device: str, say: Say) -> dict | None:
+    """{"result": `damo ask --json`'s object, "exact": {"moments": [[start, end, score], ...]}} or None."""
+    body = {"video": str(video.expanduser().absolute()), "question": question, "exact": True}
+    return _request("/ask", body, model=model, device=device, library=None, say=say)
+
+
+def search(
+    query: str, k: int, path_filter: str | None, *, model: str, device: str, library: Path | None, say: Say
+) -> dict | None:
+    """{"result": `damo search --json`'s array, "exact": [[start, end, score], ...]} or None."""
+    root = library_key(library)
+    body = {"query": query, "k": k, "path": path_filter, "library": root, "exact": True}
+    return _request("/search", body, model=model, device=device, library=root, say=say)
+
+
+def library_key(library: Path | str | None) -> str:
+    from damo_cli.store import Library
+
+    return str(Path(library).expanduser().resolve() if library is not None else Library.default_root().resolve())
+
+
+def _request(path: str, body: dict, *, model: str, device: str, library: str | None, say: Say) -> dict | None:
+    server = _server_for(model, device, library, say)
+    if server is None:
+        return None
+    headers = {"Content-Type": "application/json"}
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    conn = http.client.HTTPConnection(server.connect_host, server.port, timeout=CONNECT_TIMEOUT_S)
+    try:
+        try:
+            conn.connect()
+        except OSError as err:
+            if isinstance(err, ConnectionRefusedError) or not pid_alive(server.pid):
+                remove_discovery(server)  # stale: that server is gone
+            say(f"running in this process: the server at {server.url} did not answer ({_reason(err)})")
+            return None
+        assert conn.sock is not None
+        conn.sock.settimeout(None)  # connected: now wait as long as the work takes (a new video is analysed)
+        conn.request("POST", path, json.dumps(body).encode(), headers)
+        response = conn.getresponse()
+        raw = response.read()
+        status = response.status
+    except (OSError, http.client.HTTPException) as err:  # killed or restarted mid-request: nothing is lost
+        say(f"running in this process: the server at {server.url} stopped answering ({_reason(err)})")
+        return None
+    finally:
+        conn.close()
+    try:
+        reply = json.loads(raw)
+    except ValueError:
+        reply = None
+    if status == 200 and isinstance(reply, dict) and "result" in reply:
+        say(f"using the server at {server.url} (pid {server.pid}, model {server.model} on {server.device})")
+        return reply
+    if status == 401:
+        say(f"running in this process: the server at {server.url} needs a token (set {TOKEN_ENV})")
+        return None
+    if 400 <= status < 500 and isinstance(reply, dict) and isinstance(reply.get("error"), str) and status != 409:
+        say(f"using the server at {server.url} (pid {server.pid}): it reports an error")
+        raise ServerError(reply["error"], int(reply.get("exit_code", 1)))
+    detail = reply.get("error") if isinstance(reply, dict) else None
+    say(f"running in this process: the server at {server.url} answered {status}" + (f" ({detail})" if detail else ""))
+    return None
+
+
+def _server_for(model: str, device: str, library: str | None, say: Say) -> ServerInfo | None:
+    if disabled():
+        say("running in this process: DAMO_NO_SERVER is set")
+        return None
+    server = read_discovery()
+    if server is None:
+        say("running in this process: no damo server is running")
+        return None
+    if not pid_alive(server.pid):
+        remove_discovery(server)
+        say(f"running in this process: the server at {server.url} (pid {server.pid}) is gone; its file is removed")
+        return None
+    if server.model != model_key(model):
+        say(f"running in this process: the server at {server.url} serves {server.model}, not {model_key(model)}")
+        return None
+    if device.lower() != "auto" and device.lower() != server.device.lower():
+        say(f"running in this process: the server at {server.url} runs on {server.device}, not {device}")
+        return None
+    if library is not None and library != server.library:
+        say(f"running in this process: the server at {server.url} searches {server.library}, not {library}")
+        return None
+    return server
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, socket.timeout | TimeoutError):
+        return "timed out"
+    return getattr(err, "strerror", None) or type(err).__name__

@@ -1,0 +1,194 @@
+"""`damo serve`, as a user runs it: a server in its own process with its own data folder, `damo ask` and
+`damo search` printing exactly what they print without it (and saying which path they took with --verbose), a
+server killed with SIGKILL that costs nothing but speed, and the address and token rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.test_api import RIDE, join_bunny_and_bikes
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    """A DAMO_HOME of its own (its data folder holds the discovery file), sharing the test session's derived cache
+    so no weights are converted again."""
+    root = tmp_path_factory.mktemp("serve-home")
+    shared_cache = Path(os.environ["DAMO_HOME"]) / "cache"
+    shared_cache.mkdir(parents=True, exist_ok=True)
+    (root / "cache").symlink_to(shared_cache, target_is_directory=True)
+    return root
+
+
+def run(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "damo_cli", *args],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "DAMO_HOME": str(home), **env},
+    )  # fmt: skip
+
+
+def start(home: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "damo_cli", "serve", "--port", "0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "DAMO_HOME": str(home)},
+    )  # fmt: skip
+
+
+def discovered(home: Path, server: subprocess.Popen[str], timeout: float = 120) -> dict:
+    file = home / "data" / "server.json"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if file.is_file():
+            return json.loads(file.read_text())
+        if server.poll() is not None:
+            pytest.fail(f"damo serve exited {server.returncode}: {server.stderr.read() if server.stderr else ''}")
+        time.sleep(0.2)
+    pytest.fail("damo serve wrote no discovery file")
+
+
+def post(url: str, body: dict, token: str | None = None) -> tuple[int, object]:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_ask_and_search_use_a_running_server_and_print_the_same_and_survive_its_death(
+    home, make_media, sample_media_dir, tmp_path
+):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    clip = videos / "bunny then bikes.mp4"
+    shutil.copy(join_bunny_and_bikes(make_media, sample_media_dir), clip)
+    shutil.copy(sample_media_dir / "bigbuckbunny.mp4", videos / "bunny.mp4")
+    lib = tmp_path / "library"
+    indexed = run(home, "index", str(videos), "--library", str(lib), "--json")
+    assert indexed.returncode == 0, indexed.stderr
+
+    server = start(home, "--library", str(lib))
+    try:
+        search = ("search", "people riding bikes", "-k", "5", "--library", str(lib), "--json", "--verbose")
+        ask = ("ask", str(clip), RIDE, "--json", "--verbose")
+        said = ("ask", str(clip), RIDE, "--verbose")  # as text: times and scores printed from unrounded values
+        # the in-process answers, while the server loads its model
+        alone = [run(home, *args, DAMO_NO_SERVER="1") for args in (search, ask, said)]
+        for result in alone:
+            assert result.returncode == 0 and result.stdout.strip(), result.stderr
+            assert "running in this process: DAMO_NO_SERVER is set" in result.stderr
+        info = discovered(home, server)
+        assert info["host"] == "127.0.0.1" and info["pid"] == server.pid and info["model"] == "damo-tiny"
+        assert info["library"] == str(lib.resolve()) and info["token"] is False
+
+        served = [run(home, *args) for args in (search, ask, said)]
+        for one, other in zip(alone, served, strict=True):
+            assert other.returncode == 0, other.stderr
+            assert other.stdout == one.stdout  # byte for byte
+            assert f"using the server at http://127.0.0.1:{info['port']}" in other.stderr
+        hits = json.loads(served[0].stdout)
+        assert hits[0]["video"] == str(clip) and hits[0]["start"] >= 4.5
+
+        url = f"http://127.0.0.1:{info['port']}"
+        with urllib.request.urlopen(f"{url}/status", timeout=30) as response:
+            status = json.loads(response.read())
+        assert status["pid"] == server.pid and status["model"] == "damo-tiny" and status["stats"]["videos"] == 2
+        # searches and questions in parallel: each gets what it gets alone
+        results: list[tuple[int, object]] = []
+        requests = [("/search", {"query": "people riding bikes", "k": 5})] * 4
+        requests += [("/ask", {"video": str(clip), "question": RIDE})] * 4
+        threads = [threading.Thread(target=lambda r=r: results.append(post(url + r[0], r[1]))) for r in requests]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert sorted(map(json.dumps, results)) == sorted(
+            [json.dumps((200, hits))] * 4 + [json.dumps((200, json.loads(alone[1].stdout)))] * 4
+        )
+        code, error = post(f"{url}/ask", {"video": str(tmp_path / "missing.mp4"), "question": "when?"})
+        assert code == 422 and error["exit_code"] == 2 and "\n" not in error["error"]
+
+        os.kill(server.pid, signal.SIGKILL)  # no clean shutdown: the discovery file stays behind
+        server.wait(30)
+        assert (home / "data" / "server.json").is_file()
+        after = run(home, *search)
+        assert after.returncode == 0, after.stderr
+        assert after.stdout == alone[0].stdout and "running in this process" in after.stderr
+        assert not (home / "data" / "server.json").exists()  # the stale file is gone
+        stats = json.loads(run(home, "index", "--stats", "--json", "--library", str(lib)).stdout)
+        assert stats["videos"] == 2 and stats["failures"] == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(30)
+
+
+def test_a_clean_stop_removes_the_discovery_file_and_other_addresses_need_a_token(home):
+    refused = run(home, "serve", "--host", "0.0.0.0")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1 and "--token" in refused.stderr
+    assert not (home / "data" / "server.json").exists()
+    server = start(home)
+    try:
+        info = discovered(home, server)
+        second = run(home, "serve", "--port", "0")  # one server per data folder
+        assert second.returncode == 1 and f"already running at http://127.0.0.1:{info['port']}" in second.stderr
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0
+        assert not (home / "data" / "server.json").exists()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(30)
+
+
+def test_a_token_is_required_on_every_request_and_never_written_down(tmp_path, monkeypatch):
+    """The server in this process, with a stand-in session: what the token guards, and the discovery file."""
+    from damo_cli.server import read_discovery, remove_discovery, write_discovery
+    from damo_cli.server.app import DamoServer
+
+    monkeypatch.setenv("DAMO_HOME", str(tmp_path / "home"))
+
+    class Model:
+        source = name = "damo-tiny"
+
+    class StandIn:
+        model, device = Model(), "cpu"
+
+        def describe(self) -> dict:
+            return {"model": "damo-tiny", "device": "cpu"}
+
+    server = DamoServer(("127.0.0.1", 0), StandIn(), tmp_path / "no library", token="s3cret")  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.port}"
+        assert post(f"{url}/search", {"query": "a dog"})[0] == 401
+        assert post(f"{url}/search", {"query": "a dog"}, token="wrong")[0] == 401
+        code, reply = post(f"{url}/search", {"query": "a dog"}, token="s3cret")
+        assert code == 422 and "no library" in reply["error"] and reply["exit_code"] == 6
+        request = urllib.request.Request(f"{url}/status", headers={"Authorization": "Bearer s3cret"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status = json.loads(response.read())
+        assert status["model"] == "damo-tiny" and status["stats"] is None and "no library" in status["error"]
+        info = server.info()
+        write_discovery(info)
+        text = (tmp_path / "home" / "data" / "server.json").read_text()
+        assert "s3cret" not in text and read_discovery() == info and info.token is True
+        remove_discovery(info)
+        assert read_discovery() is None
+    finally:
+        server.shutdown()
+        server.server_close()
