@@ -513,7 +513,7 @@ def test_ask_on_flat_evidence_answers_with_the_whole_clip_and_says_it_is_unsure(
     spans = np.stack([np.arange(steps), np.arange(steps) + 1.0], axis=1)
     query = np.eye(384, dtype=np.float32)[0]
     flat = np.tile(np.eye(384, dtype=np.float32)[1], (steps, 1))  # orthogonal to the query at every step
-    no_frames = (np.zeros(0), np.zeros((0, 10), np.int32), np.zeros((0, 10)))
+    no_frames = (np.zeros(0), np.zeros((0, 10), np.int32), np.zeros((0, 10)), np.zeros(0), np.zeros((0, 11)))
     analysis = VideoAnalysis(
         Path("clip.mp4"), 8.0, False, spans, flat, flat, np.zeros((1, 2, 4)), np.zeros((1, 2)), *no_frames
     )

@@ -164,3 +164,22 @@ def test_a_library_of_schema_1_is_upgraded_in_place_and_keeps_its_transcripts(tm
     found = {(m.channel, m.text) for m in lib.text_search("exit hello")}
     assert found == {("screen_text", "EXIT"), ("transcript", "hello there")}
     assert [line.text for line in lib.transcript_of(1)] == [] and lib.stats().screen_text_lines == 1
+
+
+def test_colour_names_of_plain_and_mixed_pictures() -> None:
+    from damo_cli.encoders.colours import NAMES, colour_shares, main_colours
+
+    def plain(rgb: tuple[int, int, int]) -> str:
+        shares = colour_shares(np.full((60, 80, 3), rgb, np.uint8))
+        return NAMES[int(shares.argmax())]
+
+    assert [plain(c) for c in [(220, 30, 30), (30, 160, 40), (40, 60, 200), (240, 240, 240), (10, 10, 10)]] == [
+        "red", "green", "blue", "white", "black",
+    ]  # fmt: skip
+    assert [plain(c) for c in [(128, 128, 128), (230, 200, 30), (120, 70, 30), (240, 140, 20)]] == [
+        "grey", "yellow", "brown", "orange",
+    ]  # fmt: skip
+    # a red ball on a large grey floor: the ball's colour is named first
+    frame = np.full((60, 80, 3), 128, np.uint8)
+    frame[20:35, 30:45] = (220, 30, 30)
+    assert main_colours(colour_shares(frame))[:2] == ["red", "grey"]

@@ -12,6 +12,7 @@ be read at (`MIN_HEIGHT_FRACTION`) are dropped; those are where PP-OCR invents t
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,23 +164,34 @@ def _match(key: str, open_lines: dict[str, ScreenText]) -> str | None:
     return best if best is not None and SequenceMatcher(None, best, key).ratio() >= SAME_LINE else None
 
 
-def read_video(reader: ScreenTextReader, path: Path, duration: float) -> list[ScreenText]:
-    """Sample `path` at READ_FPS, read the frames that changed, and return its lines of on-screen text."""
+def sampled_frames(path: Path, duration: float) -> Iterator[tuple[float, np.ndarray]]:
+    """(time, full-size RGB frame) at READ_FPS over the video, a minute of frames decoded at a time."""
     from damo_cli.media import FrameReader
 
-    step = 1.0 / READ_FPS
-    reads: list[_Read] = []
-    last_thumb: np.ndarray | None = None
-    last_lines: list[tuple[str, float]] = []
     with FrameReader(path) as frames:
-        for start in np.arange(0.0, max(duration, 1e-6), 60.0):  # a minute of full-size frames at a time
+        for start in np.arange(0.0, max(duration, 1e-6), 60.0):
             try:
                 batch = frames.sample(fps=READ_FPS, start=float(start), end=float(min(start + 60.0, duration)))
             except ValueError:  # the declared duration runs past the last frame
                 break
             for frame, time in zip(batch.frames, batch.timestamps, strict=True):
-                thumb = thumbnail(frame)
-                if changed(last_thumb, thumb):
-                    last_lines, last_thumb = reader.read(frame), thumb
-                reads.append(_Read(float(time), last_lines))
-    return spans(reads, step, duration)
+                yield float(time), frame
+
+
+class ScreenTextTracker:
+    """Fed the sampled frames in order (`see`), reads those that changed; `lines(duration)` gives the text spans."""
+
+    def __init__(self, reader: ScreenTextReader) -> None:
+        self.reader = reader
+        self.reads: list[_Read] = []
+        self._thumb: np.ndarray | None = None
+        self._lines: list[tuple[str, float]] = []
+
+    def see(self, time: float, frame: np.ndarray) -> None:
+        thumb = thumbnail(frame)
+        if changed(self._thumb, thumb):
+            self._lines, self._thumb = self.reader.read(frame), thumb
+        self.reads.append(_Read(time, self._lines))
+
+    def lines(self, duration: float) -> list[ScreenText]:
+        return spans(self.reads, 1.0 / READ_FPS, duration)

@@ -20,6 +20,7 @@ import torch
 from damo_cli.cards import ModelCard
 from damo_cli.encoders import screen_text, sounds
 from damo_cli.encoders.audio import TRANSCRIBE_SETTINGS, TranscriptSegment
+from damo_cli.encoders.colours import NAMES as COLOUR_NAMES
 from damo_cli.encoders.screen_text import ScreenText
 from damo_cli.encoders.sounds import SoundEvent
 from damo_cli.encoders.text import TextEncoder
@@ -44,6 +45,8 @@ class VideoAnalysis:
     frame_times: np.ndarray  # (T,) seconds of the sampled frames
     class_index: np.ndarray  # (T, 10) each frame's top ImageNet classes (what `ask` can name of what is seen)
     class_prob: np.ndarray  # (T, 10) their probabilities
+    colour_times: np.ndarray  # (C,) seconds of the frames whose colours were named (the on-screen text samples)
+    colour_shares: np.ndarray  # (C, 11) share of each frame's pixels per name of encoders.colours.NAMES
     transcript: list[TranscriptSegment] = field(default_factory=list)
     screen_text: list[ScreenText] = field(default_factory=list)
     sounds: list[SoundEvent] = field(default_factory=list)
@@ -108,7 +111,7 @@ class Analyser:
         parts = f"{model.fingerprint}|features={extractor_fingerprint(model.card, model.damo.config)}"
         parts += f"|window={video.window_seconds}/{video.window_overlap_seconds}|asr={TRANSCRIBE_SETTINGS}"
         if model.card.has("ocr"):
-            parts += f"|screen={screen_text.SETTINGS}"
+            parts += f"|screen={screen_text.SETTINGS}|colours={len(COLOUR_NAMES)}"
         if model.card.has("sounds"):
             parts += f"|sounds={sounds.SETTINGS}"
         return hashlib.sha256(parts.encode()).hexdigest()[:16]
@@ -134,6 +137,10 @@ class Analyser:
             frame_times=features.frame_times.double().numpy(),
             class_index=features.class_index.numpy().astype(np.int32),
             class_prob=features.class_prob.float().numpy(),
+            colour_times=np.array([c.time for c in features.colours or []], dtype=np.float64),
+            colour_shares=np.array([c.shares for c in features.colours or []], dtype=np.float32).reshape(
+                -1, len(COLOUR_NAMES)
+            ),
             transcript=list(features.transcript),
             screen_text=list(features.screen_text or []),
             sounds=list(features.sounds or []),

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from damo_cli.encoders.audio import TranscriptSegment
+from damo_cli.encoders.colours import main_colours
 from damo_cli.encoders.screen_text import ScreenText
 from damo_cli.encoders.sounds import SoundEvent
 from damo_cli.encoders.visual import CLASS_NAMES_FILE
@@ -35,6 +36,7 @@ _TEXT_QUESTION = re.compile(
     r"|\bsigns?\b.*\b(?:say|says|read|reads)\b",  # "the sign" of a street, not of sign language
     re.IGNORECASE,
 )
+_COLOUR_QUESTION = re.compile(r"\bcolou?rs?\b|\bcolou?red\b", re.IGNORECASE)
 _SOUND_QUESTION = re.compile(r"\b(?:hear|heard|sound|sounds|music|song|songs|noise|singing|sings|sing)\b", re.I)
 
 
@@ -45,6 +47,7 @@ class NamedEvidence:
     written: list[ScreenText] = field(default_factory=list)
     heard: list[SoundEvent] = field(default_factory=list)
     said: list[TranscriptSegment] = field(default_factory=list)
+    colours: list[str] = field(default_factory=list)  # the main colour names of the frames looked at
 
     def as_text(self) -> str:
         """The evidence as plain lines, for the LLM's prompt."""
@@ -55,6 +58,8 @@ class NamedEvidence:
             parts.append("Written on screen: " + "; ".join(f'"{t.text}"' for t in self.written[:6]) + ".")
         if self.heard:
             parts.append("Heard: " + ", ".join(sorted({e.label for e in self.heard})) + ".")
+        if self.colours:
+            parts.append("Main colours: " + ", ".join(self.colours) + ".")
         if self.said:
             parts.append("Said: " + " ".join(f'"{s.text.strip()}"' for s in self.said[:4]))
         return "\n".join(parts)
@@ -66,6 +71,10 @@ def class_names() -> list[str]:
 
 def is_text_question(question: str) -> bool:
     return bool(_TEXT_QUESTION.search(question))
+
+
+def is_colour_question(question: str) -> bool:
+    return bool(_COLOUR_QUESTION.search(question))
 
 
 def is_sound_question(question: str) -> bool:
@@ -92,7 +101,17 @@ def gather(
     )
     evidence.heard = [e for e in analysis.sounds if e.end > start and e.start < end]
     evidence.said = [s for s in analysis.transcript if s.text.strip() and s.end > start and s.start < end]
+    evidence.colours = _colours(analysis, start, end)
     return evidence
+
+
+def _colours(analysis: VideoAnalysis, start: float, end: float) -> list[str]:
+    times = analysis.colour_times
+    if len(times) == 0:
+        return []
+    inside = (times >= start) & (times < end)
+    shares = analysis.colour_shares[inside] if inside.any() else analysis.colour_shares
+    return main_colours(shares.mean(0))
 
 
 def _seen(
@@ -123,6 +142,10 @@ def describe(question: str, evidence: NamedEvidence) -> str:
     if is_text_question(question) and evidence.written:
         quoted = "; ".join(f'"{t.text}" ({format_moment(t.start, t.end)})' for t in evidence.written[:4])
         return f"It says {quoted}."
+    if is_colour_question(question) and evidence.colours:
+        *most, last = evidence.colours
+        named = f"{', '.join(most)} and {last}" if most else last
+        return f"I can't single out that thing's colour; the main colours I see are {named}, {where}."
     if is_sound_question(question) and (evidence.heard or evidence.said):
         heard = []
         for label in sorted({e.label for e in evidence.heard}, key=lambda k: -_heard_seconds(evidence.heard, k)):

@@ -19,6 +19,7 @@ from damo_cli.pipeline.analyse import VideoAnalysis
 
 _ARRAYS = (
     "step_spans", "fused", "bridge", "fusion_tokens", "window_spans", "frame_times", "class_index", "class_prob",
+    "colour_times", "colour_shares",
 )  # fmt: skip
 
 

@@ -43,6 +43,8 @@ from damo_cli.cards import ModelCard
 from damo_cli.encoders import screen_text as screen_text_module
 from damo_cli.encoders import sounds as sounds_module
 from damo_cli.encoders.audio import TRANSCRIBE_SETTINGS, TranscriptSegment, Word, split_at_pauses
+from damo_cli.encoders.colours import NAMES as COLOUR_NAMES
+from damo_cli.encoders.colours import colour_shares
 from damo_cli.encoders.screen_text import ScreenText
 from damo_cli.encoders.sounds import SoundEvent
 from damo_cli.errors import NoVideoStreamError
@@ -57,6 +59,14 @@ TOP_CLASSES = 10
 FRAME_PIECE_SECONDS = 60.0
 AUDIO_PIECE_SECONDS = 600.0  # a multiple of Whisper's 30 s window, so audio windows sit on one grid from 0 s
 UTTERANCE_PAUSE_SECONDS = 1.0  # a transcript line ends where the speaker stops this long (search returns lines)
+
+
+@dataclass
+class ColourShares:
+    """The share of a frame's pixels in each colour name of `encoders.colours.NAMES`."""
+
+    time: float
+    shares: list[float]
 
 
 @dataclass
@@ -77,6 +87,7 @@ class VideoFeatures:
     transcript: list[TranscriptSegment] = field(default_factory=list)
     screen_text: list[ScreenText] | None = None  # None: not read (training does not need it)
     sounds: list[SoundEvent] | None = None
+    colours: list[ColourShares] | None = None  # per frame sampled for on-screen text
 
     def to_clip(self, config: DamoConfig) -> ClipFeatures:
         """ClipFeatures (B = 1) for the model: bins expanded back over their states, masked past `valid`."""
@@ -212,15 +223,17 @@ class FeatureExtractor:
         return features
 
     def _add_named_evidence(self, path: Path, features: VideoFeatures) -> None:
-        """On-screen text and sound events from their own cache files, computed (and saved) when missing."""
-        screen_path, sounds_path = evidence_paths(self.folder, features.key)
-        if self.read_screen and features.screen_text is None:
-            features.screen_text = _read_side_file(screen_path, ScreenText)
+        """On-screen text, colours and sound events from their own cache files, computed (and saved) when missing."""
+        screen_path, sounds_path, colours_path = evidence_paths(self.folder, features.key)
+        if self.read_screen:
             if features.screen_text is None:
-                started = time.perf_counter()
-                features.screen_text = screen_text_module.read_video(self.ocr, path, features.duration)
-                self.timings["screen_text"] += time.perf_counter() - started
-                save_json(screen_path, features.screen_text)
+                features.screen_text = _read_side_file(screen_path, ScreenText)
+            if features.colours is None:
+                features.colours = _read_side_file(colours_path, ColourShares)
+            if features.screen_text is None or features.colours is None:
+                self._look_at_frames(path, features)  # one decode for both
+                save_json(screen_path, features.screen_text or [])
+                save_json(colours_path, features.colours or [])
         if self.detect_sounds:
             if features.sounds is None:
                 features.sounds = _read_side_file(sounds_path, SoundEvent)
@@ -232,6 +245,21 @@ class FeatureExtractor:
                 features.sounds = sounds_module.merge_pieces(events)
             if not sounds_path.is_file():
                 save_json(sounds_path, features.sounds)
+
+    def _look_at_frames(self, path: Path, features: VideoFeatures) -> None:
+        """Full-size frames at the screen-text rate: text read where the picture changed, colours of every one."""
+        started = time.perf_counter()
+        tracker = screen_text_module.ScreenTextTracker(self.ocr) if features.screen_text is None else None
+        colours: list[ColourShares] = []
+        for at, frame in screen_text_module.sampled_frames(path, features.duration):
+            if tracker is not None:
+                tracker.see(at, frame)
+            colours.append(ColourShares(at, [round(float(x), 4) for x in colour_shares(frame)]))
+        if tracker is not None:
+            features.screen_text = tracker.lines(features.duration)
+        if features.colours is None:
+            features.colours = colours
+        self.timings["screen_text"] += time.perf_counter() - started
 
     def _detect_sounds(self, samples: np.ndarray, offset: float) -> list[SoundEvent]:
         started = time.perf_counter()
@@ -351,11 +379,12 @@ def cache_paths(folder: Path, digest: str) -> tuple[Path, Path]:
     return folder / f"{digest}.safetensors", folder / f"{digest}.transcript.{TRANSCRIBE_SETTINGS}.json"
 
 
-def evidence_paths(folder: Path, digest: str) -> tuple[Path, Path]:
-    """(on-screen text, sound events) of one video; each name carries the settings that made it."""
+def evidence_paths(folder: Path, digest: str) -> tuple[Path, Path, Path]:
+    """(on-screen text, sound events, colours) of one video; each name carries the settings that made it."""
     return (
         folder / f"{digest}.screen.{screen_text_module.SETTINGS}.json",
         folder / f"{digest}.sounds.{sounds_module.SETTINGS}.json",
+        folder / f"{digest}.colours.{screen_text_module.READ_FPS:g}fps-{len(COLOUR_NAMES)}.json",
     )
 
 
