@@ -81,7 +81,7 @@ def evaluate(
 
             raise EvaluationError("a model run needs both --videos DIR and --model NAME")
         if answers:
-            _answers_run(videos, gt, model, device, json_output, save_predictions)
+            _answers_run(videos, gt, model, device, llm, json_output, save_predictions)
         elif search:
             _search_run(videos, gt, model, device, json_output, save_predictions)
         else:
@@ -209,7 +209,9 @@ def _model_run(
     out_console.print(proto)
 
 
-def _answers_run(videos: Path, questions: Path, model: str, device: str, json_output: bool, save: Path | None) -> None:
+def _answers_run(
+    videos: Path, questions: Path, model: str, device: str, llm: bool, json_output: bool, save: Path | None
+) -> None:
     from damo_cli.device import resolve_device
     from damo_cli.evaluation.model_run import ANSWER_PREDICTORS, run_answers
 
@@ -219,7 +221,7 @@ def _answers_run(videos: Path, questions: Path, model: str, device: str, json_ou
         def progress(vid: str, done: int, total: int) -> None:
             status.update(f"video {done}/{total} ({vid})")
 
-        run = run_answers(videos, questions, model, resolve_device(device), progress=progress)
+        run = run_answers(videos, questions, model, resolve_device(device), with_llm=llm, progress=progress)
     if save is not None:
         save.mkdir(parents=True, exist_ok=True)
         rows = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in run.rows)
@@ -231,12 +233,12 @@ def _answers_run(videos: Path, questions: Path, model: str, device: str, json_ou
     table.add_column("predictor")
     table.add_column("names the expected thing (%)", justify="right", style="bold")
     table.add_column("bare time ranges", justify="right")
-    for name in ANSWER_PREDICTORS:
+    for name in run.keyword_match:
         table.add_row(name, f"{run.keyword_match[name]:.2f}", str(run.time_range_only[name]))
     out = Console()
     out.print(table)
-    for name, note in ANSWER_PREDICTORS.items():
-        out.print(f"{name}: {note}", markup=False, style="dim")
+    for name in run.keyword_match:
+        out.print(f"{name}: {ANSWER_PREDICTORS[name]}", markup=False, style="dim")
     out.print(f"seconds: {run.seconds:.0f}", style="dim")
 
 

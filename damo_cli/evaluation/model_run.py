@@ -322,7 +322,7 @@ class AnswersRun:
 
 ANSWER_PREDICTORS = {
     "ask": "the answer 'damo ask VIDEO QUESTION' prints (pipeline.ask.answer_question)",
-    "ask, evidence only": "the same with the LLM left out: the named evidence worded directly (evidence.describe)",
+    "ask + LLM": "the same with the LLM writing open answers from the named evidence (kept when grounded in it)",
     "top class": "baseline: the most probable ImageNet class over the whole clip, alone",
 }
 
@@ -346,10 +346,12 @@ def run_answers(
     questions_path: Path,
     model: str,
     device: str = "cpu",
+    with_llm: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> AnswersRun:
     """Every open question of a questions file (JSON Lines: qid, vid, question, keywords) through `damo ask`'s own
-    code on the cached analysis, beside the same path without the LLM and a top-class baseline."""
+    code on the cached analysis, beside a top-class baseline and (`with_llm`) the same path with the LLM writing
+    the open answers."""
     from damo_cli.pipeline.analyse import Analyser
     from damo_cli.pipeline.ask import answer_question, is_temporal
     from damo_cli.pipeline.evidence import class_names
@@ -363,8 +365,9 @@ def run_answers(
     started = time.perf_counter()
     analyser = Analyser(load_model(model, device), device)
     names = class_names()
-    hits = dict.fromkeys(ANSWER_PREDICTORS, 0)
-    bare = dict.fromkeys(ANSWER_PREDICTORS, 0)
+    names_run = [name for name in ANSWER_PREDICTORS if with_llm or name != "ask + LLM"]
+    hits = dict.fromkeys(names_run, 0)
+    bare = dict.fromkeys(names_run, 0)
     rows = []
     by_vid: dict[str, list[dict[str, Any]]] = {}
     for r in rows_in:
@@ -378,11 +381,9 @@ def run_answers(
         np.add.at(probs, analysis.class_index.ravel(), analysis.class_prob.ravel())
         top_class = names[int(probs.argmax())] if len(analysis.frame_times) else ""
         for q in questions:
-            answers = {
-                "ask": answer_question(analyser, analysis, q["question"], device).answer,
-                "ask, evidence only": answer_question(analyser, analysis, q["question"], device, False).answer,
-                "top class": top_class,
-            }
+            answers = {"ask": answer_question(analyser, analysis, q["question"], device).answer, "top class": top_class}
+            if with_llm:
+                answers["ask + LLM"] = answer_question(analyser, analysis, q["question"], device, True).answer
             row = {"qid": q.get("qid"), "question": q["question"], "expected": q.get("answer"), "answers": answers}
             for name, answer in answers.items():
                 hit = keyword_hit(answer, q["keywords"])
