@@ -179,7 +179,7 @@ class Session:
 
     def index(
         self,
-        paths: Iterable[str | Path],
+        paths: str | Path | Iterable[str | Path],
         library: str | Path | Library | None = None,
         *,
         extensions: Iterable[str] | None = None,
@@ -190,6 +190,8 @@ class Session:
         skipped and moved files are not encoded again. Errors per file are in the report, not raised."""
         from damo_cli.pipeline.indexer import VIDEO_EXTENSIONS, Indexer
 
+        if isinstance(paths, str | Path):
+            paths = [paths]  # one folder or file, not the letters of its name
         roots = [local_path(Path(p).expanduser()) for p in paths]
         with _opened(library, create=True) as lib:
             indexer = Indexer(

@@ -136,5 +136,5 @@ def test_bad_input_is_one_line_errors(session, tmp_path):
         session.ask(tmp_path / "notes.mp4", "when?")
     with pytest.raises(UsageError, match="search query is empty"):
         session.search(" ")
-    report = session.index([tmp_path], library=tmp_path / "lib")
+    report = session.index(str(tmp_path), library=tmp_path / "lib")  # one folder, not a list
     assert report.indexed == [] and [p.name for p, _ in report.failed] == ["notes.mp4"]
