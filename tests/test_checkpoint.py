@@ -11,11 +11,19 @@ import torch
 
 from damo_cli.cards import ModelCard
 from damo_cli.errors import ChecksumError, ModelError
-from damo_cli.model.checkpoint import MANIFEST_FILE, WEIGHTS_FILE, load_checkpoint, read_manifest, save_checkpoint
+from damo_cli.model.checkpoint import (
+    CHECKPOINT_GROUPS,
+    MANIFEST_FILE,
+    WEIGHTS_FILE,
+    load_checkpoint,
+    read_manifest,
+    save_checkpoint,
+    stage_parameter_names,
+)
 from damo_cli.model.config import DamoConfig
 from damo_cli.model.damo import ClipFeatures, Conversation, DamoModel
-from damo_cli.model.lora import set_trainable, stage_parameter_names
 from damo_cli.model.testing import random_features, tiny_config, tiny_llm, tiny_tokenizer
+from damo_cli.training.stages import STAGE_GROUPS, set_trainable
 
 torch.set_num_threads(1)
 
@@ -142,6 +150,11 @@ def test_tampered_manifest_is_refused(card: ModelCard, tmp_path: Path) -> None:
         read_manifest(tmp_path / "ckpt")
     with pytest.raises(ModelError, match="not a DaMO checkpoint"):
         read_manifest(tmp_path / "nowhere")
+
+
+def test_a_stage_checkpoint_holds_exactly_what_the_stage_trains() -> None:
+    # the checkpoint format (model side) and the training policy (training side) name the same groups
+    assert CHECKPOINT_GROUPS == STAGE_GROUPS
 
 
 def test_saving_again_replaces_the_checkpoint_atomically(card: ModelCard, tmp_path: Path) -> None:

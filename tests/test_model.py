@@ -25,9 +25,9 @@ from damo_cli.model.damo import (
     render_segments,
 )
 from damo_cli.model.hub_towers import VisionTower, WhisperTower, build_backbone
-from damo_cli.model.lora import STAGE_GROUPS, set_trainable
 from damo_cli.model.params import count_parameters
 from damo_cli.model.testing import INST_TEMPLATE, random_features, tiny_config, tiny_llm, tiny_tokenizer
+from damo_cli.training.stages import STAGE_GROUPS, set_trainable
 
 torch.set_num_threads(1)
 

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from damo_cli.data.errors import DataError
+from damo_cli.model.checkpoint import stage_parameter_names
 from damo_cli.model.damo import ClipFeatures, DamoModel
 from damo_cli.model.localize import LocalizeSettings, decode_curve, localize, quoted_phrase, speech_moments
-from damo_cli.model.lora import stage_parameter_names
 from damo_cli.model.testing import tiny_config, tiny_llm, tiny_tokenizer
 from damo_cli.pipeline.features import VideoFeatures, pool_audio_windows
 from damo_cli.training.datasets import (

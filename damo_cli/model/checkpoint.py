@@ -9,6 +9,9 @@ Loading checks, before touching the model: the manifest is readable and of this 
 card file's sha256 matches (or, with `allow_card_edits`, only the architecture fingerprint must: a card whose
 description or sampling changed still fits); the weights file's sha256; that the tensors are exactly the stage's
 trainable set with the model's shapes. Any failure is a one-line DamoError naming what differs.
+
+What a stage's checkpoint holds is part of this format (`CHECKPOINT_GROUPS`): loading verifies it without knowing
+anything of training. It equals what each stage trains (damo_cli/training/stages.py; tests/test_checkpoint.py).
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import torch
 
 from damo_cli.errors import ChecksumError, ModelError
 from damo_cli.integrity import atomic_dir, sha256_file
-from damo_cli.model.lora import stage_parameter_names
 
 if TYPE_CHECKING:
     from damo_cli.cards import ModelCard
@@ -33,6 +35,28 @@ FORMAT = "damo-checkpoint"
 VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "manifest.json"
+
+# the parameter groups (DamoModel.parameter_groups) a checkpoint of each stage holds
+CHECKPOINT_GROUPS: dict[int, tuple[str, ...]] = {
+    1: ("fuser", "time_head"),
+    2: ("fuser", "time_head", "projector"),
+    3: ("fuser", "time_head", "projector", "lora"),
+    4: ("fuser", "time_head", "projector", "lora"),
+}
+
+
+def checkpoint_groups(stage: int) -> tuple[str, ...]:
+    if stage not in CHECKPOINT_GROUPS:
+        raise ModelError(f"unknown training stage {stage}: stages are 1, 2, 3, 4")
+    return CHECKPOINT_GROUPS[stage]
+
+
+def stage_parameter_names(model: DamoModel, stage: int) -> list[str]:
+    """Names of the parameters a checkpoint of stage `stage` holds (what that stage trains), in model order."""
+    wanted = checkpoint_groups(stage)
+    if "lora" in wanted and model.llm is not None and model.config.lora.r > 0 and not model.parameter_groups()["lora"]:
+        raise ModelError("stage needs LoRA but the attached LLM has no adapters")
+    return [name for group in wanted for name, _ in model.parameter_groups()[group]]
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,7 @@ def verify_weights(card: ModelCard, folder: Path, expected: str | None) -> None:
 
 def load_damo(model: str | Path, device: str = "cpu", llm: bool = True) -> LoadedDamo:
     """The DaMO model of a card name or model directory, trained weights loaded and verified, in eval mode."""
-    from damo_cli.model.checkpoint import load_checkpoint, read_manifest
+    from damo_cli.model.checkpoint import checkpoint_groups, load_checkpoint, read_manifest
 
     card, folder, expected = resolve_model(model)
     config = DamoConfig.from_card(card)
@@ -105,7 +105,7 @@ def load_damo(model: str | Path, device: str = "cpu", llm: bool = True) -> Loade
         return LoadedDamo(damo.eval().to(device), card, False, None, None, fingerprint)
     verify_weights(card, folder, expected)
     manifest = read_manifest(folder)
-    with_lora = manifest.stage >= 3 and config.lora.r > 0
+    with_lora = "lora" in checkpoint_groups(manifest.stage) and config.lora.r > 0
     if llm:
         _attach_llm(damo, card, device)
         load_checkpoint(damo, folder, card, allow_card_edits=True)
@@ -129,8 +129,7 @@ def _load_without_lora(damo: DamoModel, folder: Path, card: ModelCard) -> None:
     """A stage-3/4 checkpoint into a model with no LLM: verified exactly like load_checkpoint, LoRA tensors skipped."""
     from safetensors.torch import load_file
 
-    from damo_cli.model.checkpoint import WEIGHTS_FILE, read_manifest
-    from damo_cli.model.lora import stage_parameter_names
+    from damo_cli.model.checkpoint import WEIGHTS_FILE, read_manifest, stage_parameter_names
 
     manifest = read_manifest(folder)
     if manifest.card != card.name:

@@ -48,9 +48,9 @@ class ParameterReport:
 def count_parameters(card: ModelCard) -> ParameterReport:
     import torch
 
+    from damo_cli.model.checkpoint import CHECKPOINT_GROUPS
     from damo_cli.model.damo import DamoModel
     from damo_cli.model.hub_towers import build_backbone
-    from damo_cli.model.lora import STAGE_GROUPS
 
     config = DamoConfig.from_card(card)
     missing = [role for role in ("visual", "audio", "text", "llm") if role not in config.backbone_arch]
@@ -69,5 +69,5 @@ def count_parameters(card: ModelCard) -> ParameterReport:
     groups = {name: sum(p.numel() for _, p in params) for name, params in model.parameter_groups().items()}
     components.update(groups)
     components = {name: components[name] for name in COMPONENTS}
-    trainable = {stage: sum(groups[g] for g in wanted) for stage, wanted in STAGE_GROUPS.items()}
+    trainable = {stage: sum(groups[g] for g in wanted) for stage, wanted in CHECKPOINT_GROUPS.items()}
     return ParameterReport(card.name, components, trainable)

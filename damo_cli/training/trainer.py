@@ -37,10 +37,10 @@ from damo_cli.model.checkpoint import load_checkpoint, save_checkpoint
 from damo_cli.model.config import DamoConfig
 from damo_cli.model.damo import ClipFeatures, Conversation, DamoModel, TranscriptLine, step_timing
 from damo_cli.model.localize import DEFAULT_SETTINGS, LocalizeSettings, localize
-from damo_cli.model.lora import set_trainable
 from damo_cli.training import losses
 from damo_cli.training.datasets import LMExample, TrainVideo, batches, coverage
 from damo_cli.training.losses import LossWeights
+from damo_cli.training.stages import set_trainable
 
 # ============================================================================================= settings
 
