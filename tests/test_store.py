@@ -21,11 +21,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from damo_cli.bench.store_vectors import clustered_vectors, recall_at, text_like_queries
 from damo_cli.errors import StoreError
 from damo_cli.store import Library, Moment, Moments, content_key, merge_hits
 from damo_cli.store import library as library_module
 from damo_cli.store import vectors as vectors_module
-from damo_cli.store.bench import clustered_vectors, recall_at, text_like_queries
 from damo_cli.store.keys import EDGE_BYTES, SAMPLE_BYTES, sample_offsets
 
 REPO = Path(__file__).resolve().parents[1]

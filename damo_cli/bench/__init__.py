@@ -4,13 +4,31 @@
   frame, then subsample) and beside the decode-only floor of the same frames (`indexing`);
 - `damo ask` latency, cold and warm, in-process and as the CLI (`asking`);
 - `damo search` latency p50/p95 at 10k / 100k / 1M synthetic moments, IVF beside exact, with IVF's recall@10
-  (`searching`, built on `damo_cli.store.bench`);
+  (`searching`, built on `store_vectors`);
 - peak RSS of `damo index` on a 30-minute video beside the same on one minute of it (`indexing`).
 
 `run_bench(BenchConfig.full())` returns a `BenchReport` (figures, machine, sizes, stage times).
 """
 
-from damo_cli.bench.report import BenchReport, Figure
-from damo_cli.bench.run import BenchConfig, run_bench
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from damo_cli.bench.report import BenchReport, Figure
+    from damo_cli.bench.run import BenchConfig, run_bench
 
 __all__ = ["BenchConfig", "BenchReport", "Figure", "run_bench"]
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401
+    """Exports load on first use, so `python -m damo_cli.bench.store_vectors` runs without the rest of the bench."""
+    if name in ("BenchReport", "Figure"):
+        from damo_cli.bench import report
+
+        return getattr(report, name)
+    if name in ("BenchConfig", "run_bench"):
+        from damo_cli.bench import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """`damo search` latency over libraries of synthetic moments, approximate (IVF) beside exact, and IVF's recall@10.
 
 For each size a real library is filled through `Writer.add_video` with the clustered, video-like vectors of
-`damo_cli.store.bench` (one synthetic video per 300 steps, stored as float16 like every moment). Each query then
+`damo_cli.bench.store_vectors` (one synthetic video per 300 steps, stored as float16 like every moment). Each query then
 runs `search_library`, the function `damo search` calls after encoding the query: vector search over the channel,
 moment lookup in SQLite, merging, calibration. Query vectors are text-like (off the data, the hard case).
 
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from damo_cli.bench.report import Figure, percentiles_ms, stopwatch
+from damo_cli.bench.store_vectors import clustered_vectors, recall_at, text_like_queries
 from damo_cli.pipeline.search import search_library
 from damo_cli.store import Library, Moments, VideoEntry, vectors
-from damo_cli.store.bench import clustered_vectors, recall_at, text_like_queries
 
 CHANNEL = "bridge"  # a channel `damo search` reads with an untrained model
 FINGERPRINT = "bench-synthetic"

@@ -9,7 +9,7 @@ precision SQLite stores them in: no loss against the store, half the memory and 
 - Past it: **IVF** with fp16 lists (`IndexIVFScalarQuantizer`, inner product, spherical k-means),
   `nlist = 2 * sqrt(n)` lists, `nprobe = max(32, nlist / 20)` (about 5% of the lists, never fewer than 32).
 
-Why IVF rather than HNSW, measured with `python -m damo_cli.store.bench --n 100000 --threads 1 [--hnsw]`
+Why IVF rather than HNSW, measured with `python -m damo_cli.bench.store_vectors --n 100000 --threads 1 [--hnsw]`
 (384-d, 1 thread, text-like queries that lie off the data, as text queries over video features do):
   exact flat fp16      build 0.2 s   query ~10 ms    recall@10 1 (by definition)
   IVF fp16, nprobe 32  build ~3.5 s  query ~0.6 ms   recall@10 0.999 (0.90 at nprobe 8, 0.99 at 16)

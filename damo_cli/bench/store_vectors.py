@@ -1,6 +1,6 @@
 """Approximate vs exact vector search on synthetic video-like vectors: recall@10, build time, query time.
 
-    python -m damo_cli.store.bench --n 100000 --dim 384 --queries 300 [--threads 1] [--hnsw]
+    python -m damo_cli.bench.store_vectors --n 100000 --dim 384 --queries 300 [--threads 1] [--hnsw]
 
 Vectors imitate per-second video features: topics -> videos (a direction near a topic) -> steps (a slow random
 walk around the video's direction plus noise), so neighbours cluster by video as real features do. Queries
