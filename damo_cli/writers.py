@@ -1,10 +1,11 @@
-"""Output writers, one class per format, so every verb prints transcripts (and later moments) the same way."""
+"""Output writers, one class per format, so every verb prints transcripts and found moments the same way."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Protocol, TextIO
 
 from damo_cli.encoders.audio import TranscriptSegment
@@ -46,3 +47,29 @@ class JsonLinesWriter:
 
 
 TRANSCRIPT_WRITERS: dict[str, type[TranscriptWriter]] = {"text": TextWriter, "srt": SrtWriter, "jsonl": JsonLinesWriter}
+
+
+class Hit(Protocol):
+    """A found moment (damo_cli.pipeline.search.SearchHit): the video, its stretch, the score, what matched."""
+
+    path: Path
+    start: float
+    end: float
+    score: float
+    text: str | None
+
+
+class HitWriter(Protocol):
+    def write(self, hits: Sequence[Hit], out: TextIO) -> None: ...
+
+
+class HitSrtWriter:
+    """One subtitle per moment, best first: `video.mp4 (0.83): what was said, shown or heard`."""
+
+    def write(self, hits: Sequence[Hit], out: TextIO) -> None:
+        for number, hit in enumerate(hits, start=1):
+            label = f"{hit.path.name} ({hit.score:.2f})" + (f": {hit.text}" if hit.text else "")
+            out.write(f"{number}\n{srt_time(hit.start)} --> {srt_time(hit.end)}\n{label}\n\n")
+
+
+HIT_WRITERS: dict[str, type[HitWriter]] = {"srt": HitSrtWriter}

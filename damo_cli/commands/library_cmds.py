@@ -146,11 +146,9 @@ def search(
     if json_output:
         typer.echo(json.dumps([h.to_json() for h in hits], ensure_ascii=False))
     elif srt:
-        from damo_cli.writers import srt_time
+        from damo_cli.writers import HitSrtWriter
 
-        for number, hit in enumerate(hits, start=1):
-            label = f"{hit.path.name} ({hit.score:.2f})" + (f": {hit.text}" if hit.text else "")
-            sys.stdout.write(f"{number}\n{srt_time(hit.start)} --> {srt_time(hit.end)}\n{label}\n\n")
+        HitSrtWriter().write(hits, sys.stdout)
     else:
         if not hits:
             Console().print("no moments found")
