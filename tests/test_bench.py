@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from damo_cli.bench.indexing import DecodeEverything
 from damo_cli.bench.report import Figure
+from damo_cli.bench.run import STAGES
 from damo_cli.commands.bench_cmd import bench
 from damo_cli.media import FrameReader, sample_frames
 
@@ -57,9 +58,13 @@ def test_quick_bench_json(tmp_path: Path) -> None:
     app.command()(bench)
     result = CliRunner().invoke(app, ["--quick", "--json", "--workdir", str(tmp_path / "work")])
     assert result.exit_code == 0, (result.output, result.exception)
-    report = json.loads(result.stdout)
+    report = json.loads(result.stdout)  # stdout is exactly one JSON object; progress goes to stderr
+    progress = [line for line in result.stderr.splitlines() if line.startswith("bench: ")]
+    assert len(progress) == STAGES and progress[0].endswith(f"(1/{STAGES})"), result.stderr
+    assert any(line.startswith("bench: index throughput") and f"(4/{STAGES})" in line for line in progress)
 
     assert set(report) == {"figures", "machine", "config", "elapsed_s", "stage_s"}
+    assert len(report["stage_s"]) == STAGES
     machine = report["machine"]
     for key in ("cpu_model", "cores", "ram_gb", "torch_threads", "python", "torch", "faiss", "device"):
         assert machine[key] not in (None, ""), key

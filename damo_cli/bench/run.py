@@ -75,10 +75,15 @@ class BenchConfig:
         return self.search_queries if n <= 100_000 else self.exact_queries_past_100k
 
 
+STAGES = 7  # the stages of one run, in order: model, media, warm-up, index, ask, search, peak RSS
+
+
 def run_bench(
     config: BenchConfig, on_stage: Callable[[str], None] = lambda _: None, workdir: Path | None = None
 ) -> BenchReport:
-    """Run every measurement; `workdir` (kept afterwards) or a temporary folder (removed) holds media and libraries."""
+    """Run every measurement; `workdir` (kept afterwards) or a temporary folder (removed) holds media and libraries.
+
+    `on_stage` is told each stage as it starts, numbered: "index throughput: … (4/7)"."""
     from damo_cli.device import resolve_device
 
     started = time.perf_counter()
@@ -90,7 +95,7 @@ def run_bench(
     figures: list[Figure] = []
 
     def stage(name: str) -> Callable[[float], None]:
-        on_stage(name)
+        on_stage(f"{name} ({len(stages) + 1}/{STAGES})")  # the stage_s keys stay the plain names
         return lambda seconds: stages.__setitem__(name, seconds)
 
     try:

@@ -30,10 +30,9 @@ def bench(
     console = Console(stderr=True)
     with console.status("benchmarking") as status:
 
-        def on_stage(name: str) -> None:
+        def on_stage(name: str) -> None:  # progress on stderr whatever the output: stdout holds only the report
             status.update(name)
-            if not json_output:
-                console.print(f"· {name}", highlight=False)
+            console.print(f"bench: {name}", markup=False, highlight=False, soft_wrap=True)
 
         report = run_bench(config, on_stage, workdir)
     if json_output:
