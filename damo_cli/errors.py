@@ -49,6 +49,12 @@ class NoVideoStreamError(MediaError):
     pass
 
 
+class SchemaError(DamoError):
+    """An annotation file breaks the one schema (`damo_cli/schema.py`, docs/architecture.md §4); the message names
+    the file and the line. Verbs raise a subclass that keeps their own exit code (`EvaluationFileError`: 5,
+    `damo_cli.data.errors.AnnotationError`: 7)."""
+
+
 class ModelError(DamoError):
     """A model card, a weight file or a backbone is missing, invalid or fails its checksum."""
 
@@ -61,6 +67,12 @@ class ChecksumError(ModelError):
 
 class EvaluationError(DamoError):
     """Ground truth or predictions cannot be evaluated (missing file, bad line, qids that do not match)."""
+
+    exit_code = 5
+
+
+class EvaluationFileError(EvaluationError, SchemaError):
+    """A ground-truth or predictions line `damo eval` cannot read (exit 5, as every evaluation error)."""
 
     exit_code = 5
 

@@ -171,11 +171,11 @@ def test_reading_annotations(tmp_path: Path) -> None:
     assert all(i["split"] == "train" for i in items)  # a held-out source stays held out
     dup = tmp_path / "dup.jsonl"
     dup.write_text(src.read_text().splitlines()[0] + "\n" + src.read_text().splitlines()[0] + "\n")
-    with pytest.raises(DataError, match=r"dup.jsonl:2: qid 1 appears twice"):
+    with pytest.raises(DataError, match=r"dup.jsonl line 2: duplicate qid 1 \(first on line 1\)"):
         aug.read_annotations(dup)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"qid": 1, "vid": "v", "query": "x", "duration": 5, "relevant_windows": [[1, 2]]}\n{oops\n')
-    with pytest.raises(DataError, match=r"bad.jsonl:2: not valid JSON"):
+    with pytest.raises(DataError, match=r"bad.jsonl line 2: not valid JSON"):
         aug.read_annotations(bad)
 
 

@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from damo_cli.data.errors import DataError
-from damo_cli.data.loaders import validate_record, write_jsonl
+from damo_cli import schema
+from damo_cli.data.errors import AnnotationError, DataError
+from damo_cli.data.loaders import write_jsonl
 from damo_cli.integrity import atomic_path
 from damo_cli.timestamps import POINT_HALF_WIDTH, format_moment, format_moments, format_time, parse_moments
 
@@ -84,41 +85,21 @@ class Moment:
         return self.span[1] - self.span[0]
 
 
-def read_annotations(path: Path, limit: int | None = None) -> list[Moment]:
-    """Grounding annotations from JSON Lines (the docs/architecture.md §4 schema, as the loaders write it).
+# what augmenting needs of a line: the full §4 schema, windows starting inside the video, qids unique
+AUGMENT_RULES = schema.Rules(inside_duration=True)
 
-    Errors name file:line.
+
+def read_annotations(path: Path, limit: int | None = None) -> list[Moment]:
+    """Grounding annotations from JSON Lines (the docs/architecture.md §4 schema, read by `damo_cli.schema`).
+
+    Errors are `AnnotationError` lines naming the file and line; ends past the video's end are clipped to it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"annotation file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read annotation file {path}: {err}") from err
+    rows = schema.read_annotations(Path(path), AUGMENT_RULES, AnnotationError, "annotation", limit)
     moments: list[Moment] = []
-    seen: set[str] = set()
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        if limit is not None and len(moments) >= limit:
-            break
-        where = f"{path.name}:{number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{where}: not valid JSON ({err.msg})") from err
-        validate_record(obj, where)
-        key = str(obj["qid"])
-        if key in seen:  # item ids derive from qids; two equal qids would make two items with one id
-            raise DataError(f"{where}: qid {obj['qid']!r} appears twice")
-        seen.add(key)
-        duration = float(obj["duration"])
-        windows = tuple((float(s), min(float(e), duration)) for s, e in obj["relevant_windows"])
-        split = obj.get("split") if isinstance(obj.get("split"), str) else None
-        moments.append(Moment(obj["qid"], obj["vid"], obj["query"].strip(), duration, windows, split))
-    if not moments:
-        raise DataError(f"{path} holds no annotations")
+    for row in rows:
+        duration = float(row.duration or 0.0)
+        windows = tuple((s, min(e, duration)) for s, e in row.windows)
+        moments.append(Moment(row.qid, row.vid, row.query, duration, windows, row.split))
     return moments
 
 

@@ -68,7 +68,7 @@ def prompt_hash(damo: Any) -> str:
 
 
 def _videos_of(gt: Sequence[GTQuery], gt_path: Path, videos_dir: Path) -> dict[str, tuple[Path, list[GTQuery]]]:
-    from damo_cli.training.datasets import find_video
+    from damo_cli.schema import find_video
 
     by_vid: dict[str, list[GTQuery]] = {}
     for q in gt:
@@ -356,7 +356,7 @@ def run_answers(
     from damo_cli.pipeline.ask import answer_question, is_temporal
     from damo_cli.pipeline.evidence import class_names
     from damo_cli.pipeline.loading import load_model
-    from damo_cli.training.datasets import find_video
+    from damo_cli.schema import find_video
 
     rows_in = [json.loads(line) for line in questions_path.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows_in = [r for r in rows_in if not is_temporal(r["question"])]

@@ -17,7 +17,6 @@ window from a model should cost that query, not the whole evaluation.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from damo_cli.errors import EvaluationError
+from damo_cli import schema
+from damo_cli.errors import EvaluationError, EvaluationFileError
 
 CLIP_SECONDS = 2.0  # QVHighlights saliency clips are 2 s long; clip i covers [2i, 2i + 2)
 PARSER_NAME = "damo_cli.timestamps.parse_moments"
@@ -98,114 +98,55 @@ def file_digest(path: Path) -> str:
 
 def _iter_jsonl(path: Path, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (1-based line number, object) for every non-blank line; errors name the file and line."""
-    if not path.exists():
-        raise EvaluationError(f"{what} file not found: {path}")
-    if not path.is_file():
-        raise EvaluationError(f"{what} path is not a file: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise EvaluationError(f"cannot read {what} file {path}: {err}") from err
-    # split on "\n" only: str.splitlines() would also break on U+2028 etc., which JSON allows inside strings
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise EvaluationError(f"{path.name} line {number}: not valid JSON ({err.msg})") from err
-        if not isinstance(obj, dict):
-            raise EvaluationError(f"{path.name} line {number}: expected a JSON object, got {type(obj).__name__}")
-        yield number, obj
+    return schema.iter_jsonl(path, what, EvaluationFileError)
 
 
 def _qid(obj: dict[str, Any], where: str) -> tuple[str, int | str]:
-    if "qid" not in obj:
-        raise EvaluationError(f"{where}: no 'qid'")
-    qid = obj["qid"]
-    if isinstance(qid, bool) or not isinstance(qid, int | str):
-        raise EvaluationError(f"{where}: 'qid' must be an integer or a string")
+    qid = schema.parse_qid(obj, where, EvaluationFileError)
     return str(qid), qid
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return schema.is_number(value)
 
 
 def _window_rows(value: Any, where: str, name: str, widths: tuple[int, ...]) -> list[list[float]]:
     if not isinstance(value, list):
-        raise EvaluationError(f"{where}: '{name}' must be a list of windows")
+        raise EvaluationFileError(f"{where}: '{name}' must be a list of windows")
     rows: list[list[float]] = []
     for w in value:
         if not isinstance(w, list) or len(w) not in widths or not all(_number(x) for x in w):
             shape = " or ".join(f"{n} numbers" for n in widths)
-            raise EvaluationError(f"{where}: every window in '{name}' must be a list of {shape}, got {w!r}")
+            raise EvaluationFileError(f"{where}: every window in '{name}' must be a list of {shape}, got {w!r}")
         rows.append([float(x) for x in w])
     return rows
 
 
+# what ground truth needs of a line: qid, duration and windows (a window may be a point); vid and query are optional
+GT_RULES = schema.Rules(require_vid=False, require_query=False)
+
+
 def load_gt(path: Path) -> list[GTQuery]:
-    """Read and validate a ground-truth JSON Lines file (order of lines is kept)."""
-    queries: list[GTQuery] = []
-    seen: dict[str, int] = {}
-    for number, obj in _iter_jsonl(path, "ground-truth"):
-        where = f"{path.name} line {number}"
-        key, qid = _qid(obj, where)
-        if key in seen:
-            raise EvaluationError(f"{where}: duplicate qid {qid!r} (first on line {seen[key]})")
-        seen[key] = number
-        duration = obj.get("duration")
-        if not _number(duration) or not math.isfinite(duration) or duration <= 0:
-            raise EvaluationError(f"{where}: 'duration' must be a positive number of seconds")
-        rows = _window_rows(obj.get("relevant_windows"), where, "relevant_windows", (2,))
-        if not rows:
-            raise EvaluationError(f"{where}: 'relevant_windows' is empty")
-        windows = np.asarray(rows, dtype=float)
-        if not np.isfinite(windows).all() or (windows[:, 1] < windows[:, 0]).any():
-            raise EvaluationError(f"{where}: a relevant window ends before it starts or is not finite")
-        clip_ids, saliency = _gt_saliency(obj, where)
-        queries.append(
-            GTQuery(
-                key=key,
-                qid=qid,
-                vid=obj.get("vid") if isinstance(obj.get("vid"), str) else None,
-                query=str(obj.get("query", "")),
-                duration=float(duration),
-                windows=windows,
-                clip_ids=clip_ids,
-                saliency=saliency,
-            )
+    """Read and validate a ground-truth JSON Lines file (order of lines is kept) through `damo_cli.schema`."""
+    rows = schema.read_annotations(Path(path), GT_RULES, EvaluationFileError, "ground-truth")
+    return [
+        GTQuery(
+            key=row.key,
+            qid=row.qid,
+            vid=row.vid or None,
+            query=row.query,
+            duration=float(row.duration or 0.0),
+            windows=np.asarray(row.windows, dtype=float),
+            clip_ids=row.clip_ids,
+            saliency=row.saliency,
         )
-    if not queries:
-        raise EvaluationError(f"ground-truth file has no queries: {path}")
-    return queries
-
-
-def _gt_saliency(obj: dict[str, Any], where: str) -> tuple[np.ndarray | None, np.ndarray | None]:
-    if "saliency_scores" not in obj and "relevant_clip_ids" not in obj:
-        return None, None
-    ids, scores = obj.get("relevant_clip_ids"), obj.get("saliency_scores")
-    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
-        raise EvaluationError(f"{where}: 'relevant_clip_ids' must be a list of clip indices (0, 1, ...)")
-    matrix = _float_array(scores)  # one numpy conversion instead of a Python check per score
-    if matrix is None or matrix.ndim != 2 or len(matrix) != len(ids) or matrix.shape[1] == 0:
-        raise EvaluationError(
-            f"{where}: 'saliency_scores' must hold one equal-length list of annotator scores per relevant clip id"
-        )
-    if not ids:
-        return None, None
-    return np.asarray(ids, dtype=int), matrix
+        for row in rows
+    ]
 
 
 def _float_array(value: Any) -> np.ndarray | None:
     """`value` as a finite float array, or None if it is not a (nested) list of numbers."""
-    if not isinstance(value, list):
-        return None
-    try:
-        arr = np.asarray(value, dtype=float)  # rejects strings and ragged lists; None becomes NaN, caught below
-    except (TypeError, ValueError):
-        return None
-    return arr if np.isfinite(arr).all() else None
+    return schema.float_array(value)
 
 
 def _rank(rows: list[list[float]]) -> np.ndarray:
@@ -238,17 +179,17 @@ def load_predictions(
     default_parser: Callable[..., list[tuple[float, float]]] | None = None
     lines: dict[str, int] = {}
     for number, obj in _iter_jsonl(path, "predictions"):
-        where = f"{path.name} line {number}"
+        where = schema.where(path, number)
         key, qid = _qid(obj, where)
         if key in lines:
-            raise EvaluationError(f"{where}: duplicate qid {qid!r} (first on line {lines[key]})")
+            raise EvaluationFileError(f"{where}: duplicate qid {qid!r} (first on line {lines[key]})")
         lines[key] = number
         if "pred_relevant_windows" in obj:
             rows = _window_rows(obj["pred_relevant_windows"], where, "pred_relevant_windows", (2, 3))
             source = "windows"
         elif "answer" in obj:
             if not isinstance(obj["answer"], str):
-                raise EvaluationError(f"{where}: 'answer' must be a string")
+                raise EvaluationFileError(f"{where}: 'answer' must be a string")
             if parser is not None:
                 moments = parser(obj["answer"])
             else:
@@ -258,16 +199,18 @@ def load_predictions(
             source = "answer"
             out.answer_lines += 1
         else:
-            raise EvaluationError(f"{where}: needs 'pred_relevant_windows' or 'answer'")
+            raise EvaluationFileError(f"{where}: needs 'pred_relevant_windows' or 'answer'")
         if len({len(r) for r in rows}) > 1:
-            raise EvaluationError(f"{where}: windows mix [s, e] and [s, e, score]; score all or none")
+            raise EvaluationFileError(f"{where}: windows mix [s, e] and [s, e, score]; score all or none")
         valid = _valid(rows)
         windows = _rank(valid)
         saliency = None
         if "pred_saliency_scores" in obj:
             saliency = _float_array(obj["pred_saliency_scores"])
             if saliency is None or saliency.ndim != 1:
-                raise EvaluationError(f"{where}: 'pred_saliency_scores' must be a list of numbers, one per 2 s clip")
+                raise EvaluationFileError(
+                    f"{where}: 'pred_saliency_scores' must be a list of numbers, one per 2 s clip"
+                )
         dropped = len(rows) - len(valid)
         out.dropped_windows += dropped
         out.by_key[key] = Prediction(key=key, windows=windows, saliency=saliency, source=source, dropped=dropped)

@@ -22,35 +22,26 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from damo_cli.data.errors import DataError
+from damo_cli.data.errors import AnnotationError, DataError
+from damo_cli.schema import Annotation, Rules, check_window, find_video
+from damo_cli.schema import read_annotations as read_schema
+from damo_cli.schema import where as schema_where
 from damo_cli.timestamps import format_moments
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts")
 DURATION_SLACK = 0.5  # seconds an annotated end may pass the probed duration (rounding of container durations)
 
 
-class AnnotationError(DataError):
-    """A bad annotation row: the message names the file and line."""
-
-
-@dataclass(frozen=True)
-class Annotation:
-    qid: str
-    vid: str
-    query: str
-    windows: tuple[tuple[float, float], ...]
-    kind: str = ""
-    events: tuple[str, ...] = ()
-    line: int = 0
+# what training needs of a line: a video, a query and windows; qid and duration are optional, a hand-written clip may
+# say "video" for "vid" and "start" / "end" for one window, and a window must last (start < end)
+TRAIN_RULES = Rules(require_qid=False, require_duration=False, aliases=True, zero_length=False, unique_qids=False)
 
 
 @dataclass
@@ -90,10 +81,6 @@ class TrainVideo:
 # ----------------------------------------------------------------------------------------------- reading annotations
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def read_annotations(folder: Path) -> tuple[list[Annotation], Path]:
     """annotations.jsonl (preferred) or annotations.csv of `folder`; structural errors name the line."""
     jsonl, csv_path = folder / "annotations.jsonl", folder / "annotations.csv"
@@ -105,41 +92,8 @@ def read_annotations(folder: Path) -> tuple[list[Annotation], Path]:
 
 
 def _read_jsonl(path: Path) -> list[Annotation]:
-    rows: list[Annotation] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
-        if not line.strip():
-            continue
-        where = f"{path.name} line {number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise AnnotationError(f"{where}: not valid JSON ({err.msg})") from err
-        if not isinstance(obj, dict):
-            raise AnnotationError(f"{where}: expected a JSON object")
-        vid = obj.get("vid", obj.get("video"))
-        if not isinstance(vid, str) or not vid:
-            raise AnnotationError(f"{where}: needs 'vid' (or 'video'), the video's name")
-        query = obj.get("query")
-        if not isinstance(query, str) or not query.strip():
-            raise AnnotationError(f"{where}: needs a non-empty 'query'")
-        raw = obj.get("relevant_windows")
-        if raw is None and "start" in obj and "end" in obj:
-            raw = [[obj["start"], obj["end"]]]
-        if not isinstance(raw, list) or not raw:
-            raise AnnotationError(f"{where}: needs 'relevant_windows' [[start, end], ...] (or 'start' and 'end')")
-        windows = []
-        for w in raw:
-            if not isinstance(w, list) or len(w) != 2 or not all(_number(x) for x in w):
-                raise AnnotationError(f"{where}: every window must be [start, end] in seconds, got {w!r}")
-            windows.append(_check_window(float(w[0]), float(w[1]), where))
-        events = tuple(str(e) for e in obj.get("event", []) or [])
-        rows.append(
-            Annotation(str(obj.get("qid", f"{vid}-{number}")), vid, query.strip(), tuple(windows),
-                       str(obj.get("kind", "")), events, number)
-        )  # fmt: skip
-    if not rows:
-        raise AnnotationError(f"{path}: no annotations")
-    return rows
+    rows = read_schema(path, TRAIN_RULES, AnnotationError, "annotation")
+    return [replace(row, qid=str(row.qid)) for row in rows]
 
 
 def _read_csv(path: Path) -> list[Annotation]:
@@ -149,11 +103,11 @@ def _read_csv(path: Path) -> list[Annotation]:
         header = [h.strip().lower() for h in reader.fieldnames or []]
         missing = [c for c in ("video", "query", "start", "end") if c not in header]
         if missing:
-            raise AnnotationError(f"{path.name} line 1: the header needs columns video, query, start, end "
+            raise AnnotationError(f"{schema_where(path, 1)}: the header needs columns video, query, start, end "
                                   f"(missing {', '.join(missing)})")  # fmt: skip
         for number, raw in enumerate(reader, start=2):
             row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
-            where = f"{path.name} line {number}"
+            where = schema_where(path, number)
             if not any(row.values()):
                 continue
             if not row["video"] or not row["query"]:
@@ -164,33 +118,14 @@ def _read_csv(path: Path) -> list[Annotation]:
                 raise AnnotationError(f"{where}: start and end must be numbers of seconds") from err
             window = _check_window(start, end, where)
             vid = row["video"]
-            rows.append(Annotation(f"{Path(vid).stem}-{number}", vid, row["query"], (window,), "", (), number))
+            rows.append(Annotation(f"{Path(vid).stem}-{number}", vid, row["query"], (window,), line=number))
     if not rows:
-        raise AnnotationError(f"{path}: no annotations")
+        raise AnnotationError(f"annotation file has no annotations: {path}")
     return rows
 
 
 def _check_window(start: float, end: float, where: str) -> tuple[float, float]:
-    if not (math.isfinite(start) and math.isfinite(end)):
-        raise AnnotationError(f"{where}: start and end must be finite")
-    if start < 0:
-        raise AnnotationError(f"{where}: start {start:g} s is negative")
-    if start >= end:
-        raise AnnotationError(f"{where}: start {start:g} s is not before end {end:g} s")
-    return start, end
-
-
-def find_video(folder: Path, name: str) -> Path | None:
-    """The video a row names: a path relative to the folder, or <name>.* in the folder or its videos/."""
-    for base in (folder, folder / "videos"):
-        if (base / name).is_file():
-            return base / name
-    for base in (folder / "videos", folder):
-        for suffix in VIDEO_SUFFIXES:
-            candidate = base / f"{name}{suffix}"
-            if candidate.is_file():
-                return candidate
-    return None
+    return check_window(start, end, where, AnnotationError)
 
 
 def resolve_videos(
@@ -202,7 +137,7 @@ def resolve_videos(
 
     found: dict[str, tuple[Path, float]] = {}
     for row in rows:
-        where = f"{source.name} line {row.line}"
+        where = schema_where(source, row.line)
         if row.vid not in found:
             path = find_video(folder, row.vid)
             if path is None:
