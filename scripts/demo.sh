@@ -6,8 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DAMO_HOME="${DAMO_HOME:-$PWD/.damo-home}"
 DAMO=.venv/bin/damo
-LIB="$DAMO_HOME/demo-library"
-show() { printf '\n$ damo %s\n' "$*"; "$DAMO" "$@"; }
+LIB="${DAMO_HOME#"$PWD"/}/demo-library"  # relative when it is inside the checkout: shorter to read
+show() {  # echo the command as a user would type it, then run it
+    printf '\n$ damo'
+    for arg in "$@"; do if [[ "$arg" == *" "* ]]; then printf ' "%s"' "$arg"; else printf ' %s' "$arg"; fi; done
+    printf '\n'
+    "$DAMO" "$@"
+}
 show index examples --library "$LIB"
 show search "ask what you can do for your country" --library "$LIB" -k 2
 show search "quarterly results" --library "$LIB" -k 2

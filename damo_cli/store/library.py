@@ -601,7 +601,8 @@ class Library:
                     "AND source = ? ORDER BY start_s, id",
                     (m.video_id, m.start, m.end, SNIPPET_SOURCE.get(m.channel, "speech")),
                 ).fetchall()
-                text = " ".join(r[0].strip() for r in lines).strip()
+                joiner = "; " if SNIPPET_SOURCE.get(m.channel) == "sound" else " "  # sounds are separate sentences
+                text = joiner.join(r[0].strip() for r in lines).strip()
                 if len(text) > SNIPPET_CHARS:
                     text = text[: SNIPPET_CHARS - 1].rstrip() + "…"
                 out.append(Moment(m.video_id, m.path, m.start, m.end, m.score, m.channel, m.steps, text))
