@@ -148,3 +148,37 @@ def test_minilm_matches_sentence_transformers(card):
     folder = packaged_file(card.backbone("text").files["model.safetensors"]).parent
     reference = SentenceTransformer(str(folder), device="cpu").encode(texts, normalize_embeddings=True)
     assert np.allclose(ours, reference, atol=1e-5)
+
+
+def test_loading_the_text_encoder_and_the_llm_draws_no_progress_bars() -> None:
+    # A fresh interpreter without the CLI's environment switches: damo itself turns transformers' bars off.
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")}
+    code = (
+        "from damo_cli.cards import load_card\n"
+        "from damo_cli.encoders.loader import load_backbone\n"
+        "card = load_card('damo-tiny')\n"
+        "load_backbone(card, 'text').encode(['a dog'])\n"
+        "load_backbone(card, 'llm')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Loading weights" not in result.stderr and "%|" not in result.stderr, result.stderr[-2000:]
+
+
+def test_the_gguf_conversion_draws_no_progress_bars(capfd) -> None:
+    # transformers' GGUF reader uses tqdm.auto directly; converting in full takes ~20 s, so its bar is checked alone.
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    from damo_cli.encoders.quiet import quiet_gguf, quiet_transformers
+
+    quiet_transformers()
+    with quiet_gguf():
+        assert list(gguf_utils.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors...")) == [0, 1, 2]
+    assert list(hf_logging.tqdm(range(3), desc="Writing model shards")) == [0, 1, 2]
+    assert "%|" not in capfd.readouterr().err
+    assert gguf_utils.tqdm.__module__.startswith("tqdm")  # restored afterwards

@@ -6,10 +6,14 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from damo_cli.cards import ModelCard
 
 app = typer.Typer(
     help="Model cards: list them, show one, pull hub weights, prepare derived weights, ship trained weights."
@@ -145,9 +149,19 @@ def prepare(
     console = Console(stderr=True)
     for role in ("visual", "audio", "text", "llm"):
         start = time.perf_counter()
-        with console.status(f"loading {role} backbone"):
+        with console.status(_loading_message(card, role)):
             loader.load_backbone(card, role, resolved)
         typer.echo(f"{role:<7} ready in {time.perf_counter() - start:.2f} s")
+
+
+def _loading_message(card: ModelCard, role: str) -> str:
+    """The one status line while a backbone loads: says so when the first load converts the LLM (~20 s)."""
+    from damo_cli.encoders.llm import llm_cache_ready
+
+    backbone = card.backbone(role)
+    if backbone.kind == "causal-lm-gguf" and not llm_cache_ready(backbone):
+        return f"loading {role} backbone: converting its GGUF to safetensors, once (about 20 s)"
+    return f"loading {role} backbone"
 
 
 @app.command("info")

@@ -6,11 +6,11 @@ sha256 manifest, built atomically) so every later load takes a fraction of a sec
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 from damo_cli.cards import BackboneSpec
+from damo_cli.encoders.quiet import quiet_gguf, quiet_transformers
 from damo_cli.encoders.weights import (
     packaged_file,
     remove_tree,
@@ -26,11 +26,19 @@ def converted_llm_dir(backbone: BackboneSpec) -> Path:
     return weights_cache_dir() / f"llm-{backbone.files['gguf'].sha256[:12]}"
 
 
+def llm_cache_ready(backbone: BackboneSpec) -> bool:
+    """Whether the GGUF has been converted already (else the next load converts it: ~20 s)."""
+    target = converted_llm_dir(backbone)
+    return target.is_dir() and verify_manifest(target)
+
+
 def _convert_gguf(gguf: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
+    quiet_transformers()
+    with quiet_gguf():
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
     # The weights are now plain fp32 tensors; drop the GGUF quantisation record so save/load treat them as such.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -46,7 +54,7 @@ def ensure_llm_cache(backbone: BackboneSpec) -> Path:
     if backbone.kind != "causal-lm-gguf":
         raise ModelError(f"ensure_llm_cache converts a packaged GGUF, not '{backbone.kind}'")
     target = converted_llm_dir(backbone)
-    if target.is_dir() and verify_manifest(target):
+    if llm_cache_ready(backbone):
         return target
     remove_tree(target)  # damaged or half-copied by something else: rebuild from the source of truth
     _convert_gguf(packaged_file(backbone.files["gguf"]), target)
@@ -56,11 +64,8 @@ def ensure_llm_cache(backbone: BackboneSpec) -> Path:
 def load_llm(backbone: BackboneSpec, device: str = "cpu") -> tuple[Any, Any]:
     """(model, tokenizer) in transformers, eval mode, on `device`; the model accepts `inputs_embeds`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    quiet_transformers()
     if backbone.source != "package":
         raise ModelError(f"the '{backbone.repo}' LLM comes from the hub: run `damo models pull` first")
     folder = ensure_llm_cache(backbone)

@@ -12,6 +12,7 @@ import json
 import numpy as np
 
 from damo_cli.cards import BackboneSpec
+from damo_cli.encoders.quiet import quiet_transformers
 from damo_cli.encoders.weights import packaged_file
 from damo_cli.errors import ModelError
 
@@ -30,6 +31,7 @@ class TextEncoder:
         self.dim = int(backbone.param("feature_dim"))
         self.fingerprint = backbone.files["model.safetensors"].sha256[:16]
         self.device = device
+        quiet_transformers()  # no "Loading weights" bar on stderr
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         self.model = AutoModel.from_pretrained(str(folder), local_files_only=True).eval().to(device)
 
