@@ -92,3 +92,18 @@ def test_eval_search_finds_the_right_clip_among_several(tmp_path):
     report = json.loads(result.stdout)
     assert report["videos"] == 3 and report["queries"] == len(few)
     assert report["video_top1"] > 2 * report["chance_video_top1"], report
+
+
+@needs_clips
+def test_eval_answers_open_questions_in_words_reading_what_is_written(tmp_path):
+    # two dev clips whose answers are written on screen ("SAM" in blocks, "children" on tracking boxes)
+    clips = ("grounded-sam-2__03_blocks.mp4", "grounded-sam-2__children_tracking_demo.mp4")
+    few = [q for q in rows("questions-dev.jsonl") if q["vid"] in clips]
+    result = eval_few(tmp_path, few, "--answers", "--no-llm", "--save-predictions", str(tmp_path / "pred"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["questions"] == len(few) and report["time_range_only"]["ask"] == 0
+    answers = {r["qid"]: r["answers"]["ask"] for r in map(json.loads, (tmp_path / "pred" / "answers.jsonl").open())}
+    assert '"SAM"' in answers["grounded-sam-2__03_blocks#q1"]
+    assert "children" in answers["grounded-sam-2__children_tracking_demo#q1"]
+    assert report["keyword_match"]["ask"] > report["keyword_match"]["top class"]
