@@ -22,7 +22,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -32,6 +32,32 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpe
 DURATION_EPS = 1e-6  # seconds: a window may start this close to the video's end
 
 Window = tuple[float, float]
+
+
+class TranscriptLine(NamedTuple):
+    """A line of words with times: said ("speech"), written on screen ("screen") or a sound event in words
+    ("sound"). What the library stores, the LLM's prompt reads and `damo ask` quotes; Whisper's own output, with
+    word times, is `encoders.audio.TranscriptSegment`."""
+
+    start: float
+    end: float
+    text: str
+    source: str = "speech"
+
+
+def temporal_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise IoU of windows `a[..., :2]` and `b[..., :2]` (broadcasting), hull denominator.
+
+    Two identical zero-length windows score 1 (they are the same moment); NaN windows (padding, misses) score 0.
+    """
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    s1, e1, s2, e2 = a[..., 0], a[..., 1], b[..., 0], b[..., 1]
+    inter = np.clip(np.minimum(e1, e2) - np.maximum(s1, s2), 0.0, None)
+    hull = np.maximum(e1, e2) - np.minimum(s1, s2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(hull > 0, inter / np.where(hull > 0, hull, 1.0), (s1 == s2) & (e1 == e2))
+    return np.nan_to_num(np.asarray(iou, dtype=float), nan=0.0)
 
 
 @dataclass(frozen=True)

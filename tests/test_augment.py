@@ -26,10 +26,10 @@ from damo_cli.data.errors import DataError
 REPO = Path(__file__).resolve().parents[1]
 CHARADES = REPO.parent / "shared" / "data" / "charades_sta" / "charades_test_release.jsonl"
 
-LIGHT = aug.Moment(1, "v1", "person turn a light on.", 30.96, ((24.3, 30.4),))
-DOOR = aug.Moment(2, "v1", "person opens the door.", 30.96, ((2.0, 7.5),))
-BED = aug.Moment(3, "v1", "person sits on the bed.", 30.96, ((10.0, 16.2),))
-TWICE = aug.Moment(4, "v2", "a person eats a sandwich.", 20.0, ((3.0, 6.0), (12.0, 15.5)))
+LIGHT = aug.LabelledMoment(1, "v1", "person turn a light on.", 30.96, ((24.3, 30.4),))
+DOOR = aug.LabelledMoment(2, "v1", "person opens the door.", 30.96, ((2.0, 7.5),))
+BED = aug.LabelledMoment(3, "v1", "person sits on the bed.", 30.96, ((10.0, 16.2),))
+TWICE = aug.LabelledMoment(4, "v2", "a person eats a sandwich.", 20.0, ((3.0, 6.0), (12.0, 15.5)))
 
 
 def _verdict(spec: aug.TurnSpec, reply: str) -> aug.Verdict:
@@ -113,7 +113,7 @@ def test_other_tasks_are_checked_too(spec: aug.TurnSpec, reply: str, reason: str
     assert _verdict(spec, reply).reason == reason
 
 
-def _write(path: Path, moments: list[aug.Moment]) -> Path:
+def _write(path: Path, moments: list[aug.LabelledMoment]) -> Path:
     lines = [
         {"qid": m.qid, "vid": m.vid, "query": m.query, "duration": m.duration, "relevant_windows": [list(w) for w in
          m.windows], "split": "train"}
@@ -123,7 +123,7 @@ def _write(path: Path, moments: list[aug.Moment]) -> Path:
     return path
 
 
-def _charades(limit: int) -> list[aug.Moment]:
+def _charades(limit: int) -> list[aug.LabelledMoment]:
     if not CHARADES.is_file():
         pytest.skip("../shared/data/charades_sta is absent (a user's clone)")
     return aug.read_annotations(CHARADES, limit)
@@ -246,7 +246,7 @@ def test_endpoint_items_are_validated_and_counted(server, tmp_path: Path, monkey
     state.reply = _canned
     key = "sk-test-4f1c2a"
     monkeypatch.setenv("DAMO_TEST_KEY", key)
-    sandwich = aug.Moment(5, "v3", "a person eats a sandwich.", 20.0, ((3.0, 6.0),))
+    sandwich = aug.LabelledMoment(5, "v3", "a person eats a sandwich.", 20.0, ((3.0, 6.0),))
     src = _write(tmp_path / "grounding.jsonl", [LIGHT, sandwich])
     out, rejects = tmp_path / "qa.jsonl", tmp_path / "rejects.jsonl"
     args = ["augment", str(src), str(out), "--endpoint", url + "/v1", "--model", "test-model", "--api-key-env",
@@ -338,7 +338,7 @@ def test_endpoint_configuration_errors(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_local_smollm2_items_are_validated() -> None:
     generator = aug.LocalGenerator.from_card("damo-tiny", max_new_tokens=40)
     assert generator.name == "local:smollm2"
-    moments = [LIGHT, aug.Moment(6, "v4", "a person is putting a book on a shelf.", 33.8, ((0.0, 6.9),))]
+    moments = [LIGHT, aug.LabelledMoment(6, "v4", "a person is putting a book on a shelf.", 33.8, ((0.0, 6.9),))]
     rejects: list[dict[str, Any]] = []
     items, summary = aug.augment(moments, generator, tasks=["when"], rejects=rejects)
     t = summary.totals

@@ -61,7 +61,7 @@ Message = dict[str, str]
 
 
 @dataclass(frozen=True)
-class Moment:
+class LabelledMoment:
     """One grounding annotation: a sentence and the window(s) where it happens."""
 
     qid: int | str
@@ -89,23 +89,23 @@ class Moment:
 AUGMENT_RULES = schema.Rules(inside_duration=True)
 
 
-def read_annotations(path: Path, limit: int | None = None) -> list[Moment]:
+def read_annotations(path: Path, limit: int | None = None) -> list[LabelledMoment]:
     """Grounding annotations from JSON Lines (the docs/architecture.md §4 schema, read by `damo_cli.schema`).
 
     Errors are `AnnotationError` lines naming the file and line; ends past the video's end are clipped to it.
     """
     rows = schema.read_annotations(Path(path), AUGMENT_RULES, AnnotationError, "annotation", limit)
-    moments: list[Moment] = []
+    moments: list[LabelledMoment] = []
     for row in rows:
         duration = float(row.duration or 0.0)
         windows = tuple((s, min(e, duration)) for s, e in row.windows)
-        moments.append(Moment(row.qid, row.vid, row.query, duration, windows, row.split))
+        moments.append(LabelledMoment(row.qid, row.vid, row.query, duration, windows, row.split))
     return moments
 
 
-def distinct_moments(moments: Sequence[Moment]) -> list[Moment]:
+def distinct_moments(moments: Sequence[LabelledMoment]) -> list[LabelledMoment]:
     """Single-window moments of one video, one per window (paraphrases of a moment collapse), sorted by start."""
-    chosen: dict[Window, Moment] = {}
+    chosen: dict[Window, LabelledMoment] = {}
     for m in moments:
         if len(m.windows) != 1:  # "what happens after X" is ambiguous when X happens twice
             continue
@@ -114,7 +114,7 @@ def distinct_moments(moments: Sequence[Moment]) -> list[Moment]:
     return sorted(chosen.values(), key=lambda m: (m.span[0], m.span[1]))
 
 
-def ordered_pairs(moments: Sequence[Moment]) -> list[tuple[Moment, Moment]]:
+def ordered_pairs(moments: Sequence[LabelledMoment]) -> list[tuple[LabelledMoment, LabelledMoment]]:
     """Consecutive (earlier, later) moments whose starts differ by at least ORDER_GAP."""
     pairs = []
     for i, first in enumerate(moments):
@@ -133,8 +133,8 @@ class TurnSpec:
     """One question-answer exchange to write: the task, the moments it is about and the one it asks for."""
 
     task: str  # when, duration, describe, order, after, before, follow_after, follow_duration
-    target: Moment  # the moment whose time the answer gives (the one described, for "describe")
-    anchor: Moment | None = None  # the other moment of order/after/before; the previous one for follow_after
+    target: LabelledMoment  # the moment whose time the answer gives (the one described, for "describe")
+    anchor: LabelledMoment | None = None  # the other moment of order/after/before; the previous one for follow_after
     variant: int = 0  # which phrasing (prompt instruction and template) the seeded RNG picked
 
     @property
@@ -146,14 +146,14 @@ class TurnSpec:
         return self.task.startswith("follow_")
 
     @property
-    def first(self) -> Moment:
+    def first(self) -> LabelledMoment:
         """The earlier of target and anchor (order questions)."""
         if self.anchor is None or self.target.span[0] <= self.anchor.span[0]:
             return self.target
         return self.anchor
 
     @property
-    def second(self) -> Moment:
+    def second(self) -> LabelledMoment:
         return self.anchor if self.first is self.target and self.anchor is not None else self.target
 
 
@@ -225,11 +225,11 @@ _EXAMPLES: dict[str, tuple[str, str]] = {
 }
 
 
-def _when(m: Moment) -> str:
+def _when(m: LabelledMoment) -> str:
     return format_moments(m.windows)
 
 
-def _length(m: Moment) -> str:
+def _length(m: LabelledMoment) -> str:
     return format_time(round(m.length, 1))
 
 
@@ -443,7 +443,7 @@ def _close(a: float, b: float, tolerance: float) -> bool:
 class TimeCheck:
     """The times an item may state: its moments' windows, boundaries, lengths and the video's duration."""
 
-    def __init__(self, moments: Iterable[Moment], tolerance: float, extra_text: str = "") -> None:
+    def __init__(self, moments: Iterable[LabelledMoment], tolerance: float, extra_text: str = "") -> None:
         self.tolerance = tolerance
         self.windows: list[Window] = []
         self.times: list[float] = []
@@ -751,14 +751,14 @@ class Plan:
     seed: int
 
     @property
-    def subject(self) -> Moment:
+    def subject(self) -> LabelledMoment:
         """The moment the (first) question is about: the one named in "what happens after/before X"."""
         first = self.turns[0]
         return first.anchor if first.task in ("after", "before") and first.anchor is not None else first.target
 
     @property
-    def moments(self) -> list[Moment]:
-        seen: dict[str, Moment] = {}
+    def moments(self) -> list[LabelledMoment]:
+        seen: dict[str, LabelledMoment] = {}
         for spec in self.turns:
             for m in (spec.target, spec.anchor):
                 if m is not None:
@@ -771,7 +771,7 @@ def _item_seed(seed: int, key: str) -> int:
 
 
 def plan_items(
-    moments: Sequence[Moment], seed: int = 0, per_annotation: int = 1, tasks: Iterable[str] = TASKS
+    moments: Sequence[LabelledMoment], seed: int = 0, per_annotation: int = 1, tasks: Iterable[str] = TASKS
 ) -> list[Plan]:
     """Which items to write, decided by the seed alone (per video, so one video's items do not depend on others).
 
@@ -783,7 +783,7 @@ def plan_items(
     if unknown or not wanted:
         raise DataError(f"unknown task(s) {', '.join(sorted(unknown)) or '(none)'}; known: {', '.join(TASKS)}")
     per_video = [t for t in TASKS_PER_VIDEO if t in wanted]
-    by_video: dict[str, list[Moment]] = {}
+    by_video: dict[str, list[LabelledMoment]] = {}
     for m in moments:
         by_video.setdefault(m.vid, []).append(m)
     plans: list[Plan] = []
@@ -932,7 +932,7 @@ def template_item(plan: Plan) -> list[Message]:
 
 
 def augment(
-    moments: Sequence[Moment],
+    moments: Sequence[LabelledMoment],
     generator: Generator | None,
     *,
     seed: int = 0,

@@ -19,24 +19,10 @@ from typing import Any
 import numpy as np
 
 from damo_cli.evaluation.records import Coverage, GTQuery, PredictionSet
+from damo_cli.schema import temporal_iou  # noqa: F401 - re-exported: evaluation's public metric
 
 R1_THRESHOLDS: tuple[float, ...] = (0.3, 0.5, 0.7)
 IOU_RULE = "IoU = intersection / (max end - min start); best GT window per query; misses count as IoU 0"
-
-
-def temporal_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Element-wise IoU of windows `a[..., :2]` and `b[..., :2]` (broadcasting), hull denominator.
-
-    Two identical zero-length windows score 1 (they are the same moment); NaN windows (padding, misses) score 0.
-    """
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
-    s1, e1, s2, e2 = a[..., 0], a[..., 1], b[..., 0], b[..., 1]
-    inter = np.clip(np.minimum(e1, e2) - np.maximum(s1, s2), 0.0, None)
-    hull = np.maximum(e1, e2) - np.minimum(s1, s2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(hull > 0, inter / np.where(hull > 0, hull, 1.0), (s1 == s2) & (e1 == e2))
-    return np.nan_to_num(np.asarray(iou, dtype=float), nan=0.0)
 
 
 def pad_windows(windows: Sequence[np.ndarray]) -> np.ndarray:

@@ -83,6 +83,7 @@ from torch import Tensor, nn
 
 from damo_cli.errors import DamoError, ModelError
 from damo_cli.model.config import DamoConfig
+from damo_cli.schema import TranscriptLine
 from damo_cli.timestamps import format_moment
 
 VIDEO_PLACEHOLDER = "<damo:video>"
@@ -601,13 +602,6 @@ class QFormerProjector(nn.Module):
 
 
 # ====================================================================================== 6. LLM glue: prompts
-
-
-@dataclass(frozen=True)
-class TranscriptLine:
-    start: float
-    end: float
-    text: str
 
 
 @dataclass

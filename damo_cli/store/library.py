@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from hashlib import sha256
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import numpy as np
 
 from damo_cli.errors import StoreError
 from damo_cli.paths import data_dir
+from damo_cli.schema import TranscriptLine
 from damo_cli.store import schema, vectors
 from damo_cli.store.keys import content_key
 from damo_cli.store.lock import WriterLock, folder_lock
@@ -93,15 +94,6 @@ class Moments:
     @property
     def dim(self) -> int:
         return int(self.vectors.shape[1])
-
-
-class TranscriptLine(NamedTuple):
-    """A line of text with times: said ("speech", from the transcript) or shown ("screen", read by OCR)."""
-
-    start: float
-    end: float
-    text: str
-    source: str = "speech"
 
 
 @dataclass(frozen=True)

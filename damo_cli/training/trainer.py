@@ -516,7 +516,7 @@ def grounding_metrics(
     damo: DamoModel, videos: Sequence[TrainVideo], text: TextTable, settings: LocalizeSettings = DEFAULT_SETTINGS
 ) -> dict[str, Any]:
     """R1@0.3/0.5/0.7 and mIoU (percent) of the per-time head's top-1 moment, overall and R1@0.5 per kind."""
-    from damo_cli.evaluation.grounding import temporal_iou
+    from damo_cli.schema import temporal_iou
 
     if not videos:
         return {}
