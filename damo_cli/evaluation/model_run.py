@@ -356,7 +356,7 @@ def run_answers(
     code on the cached analysis, beside a top-class baseline and (`with_llm`) the same path with the LLM writing
     the open answers."""
     from damo_cli.pipeline.analyse import Analyser
-    from damo_cli.pipeline.ask import answer_question, is_temporal
+    from damo_cli.pipeline.ask import TIME_RANGE_ONLY, answer_question, is_temporal
     from damo_cli.pipeline.evidence import class_names, is_colour_question
     from damo_cli.pipeline.loading import load_model
     from damo_cli.schema import find_video
@@ -408,9 +408,3 @@ def run_answers(
         rows=rows,
         seconds=time.perf_counter() - started,
     )
-
-
-# "From 12.3 s to 15.0 s." and the like: an answer that is only a time range
-TIME_RANGE_ONLY = re.compile(
-    r"^\W*(?:probably\s+)?(?:from\s+)?\d+(?:\.\d+)?\s*s?\s*(?:to|-|–)\s*\d+(?:\.\d+)?\s*s?\W*$", re.IGNORECASE
-)
