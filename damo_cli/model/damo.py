@@ -64,9 +64,9 @@ choices (each is tested in tests/test_model.py):
 11. Sizes (models/*.toml). damo-7b uses the paper's (width 768, 4 blocks, 192 / 64 / 128 tokens); a 4x4 pool of
     24 frames halved by the conv gives exactly 192 visual tokens for the 192 visual queries. damo-tiny is sized for
     a 2-core CPU: width 256, 2 blocks, 4 heads, FFN x2, 32 / 16 / 16 queries and fusion tokens, 2x2 pooled tokens
-    per frame at 1 fps and 30 audio tokens per 30 s: a 60 s window is ~120 visual + 60 audio tokens and the fuser
-    has ~5.5 M parameters, so stage 1-2 training on cached features costs ~50 ms per 60 s clip (forward + backward,
-    batch of 8, measured on 2 cores), i.e. minutes per thousand clips.
+    per frame at 2 fps and 30 audio tokens per 30 s: a 60 s window is ~240 visual + 60 audio tokens and the fuser
+    has ~5.5 M parameters, so stage 1-2 training on cached features costs tens of ms per 60 s clip (at 1 fps,
+    forward + backward of a batch of 8 took 0.4 s on 2 cores), i.e. minutes per thousand clips.
 """
 
 from __future__ import annotations
