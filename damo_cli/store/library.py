@@ -178,6 +178,19 @@ def _canonical(path: Path | str) -> Path:
 # ------------------------------------------------------------------------------------------------------ library
 
 
+@contextmanager
+def _closed_on_error(resource: Library | sqlite3.Connection, db: Path) -> Iterator[None]:
+    """Close `resource` if the block fails; an SQLite error leaves as the one-line StoreError a user can act on."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        resource.close()
+        raise schema.as_store_error(db, exc) from None
+    except BaseException:
+        resource.close()
+        raise
+
+
 class Library:
     """An open library folder. Not thread-safe: one Library per thread (processes may share the folder)."""
 
@@ -221,14 +234,8 @@ class Library:
         with folder_lock(root):  # milliseconds: serialises only the creation and checks of concurrent opens
             lib = cls._open_locked(root, db, create=create, approx_threshold=approx_threshold)
         if check:
-            try:
+            with _closed_on_error(lib, db):
                 lib.check()
-            except sqlite3.Error as exc:
-                lib.close()
-                raise schema.as_store_error(db, exc) from None
-            except BaseException:
-                lib.close()
-                raise
         return lib
 
     @classmethod
@@ -241,15 +248,8 @@ class Library:
             conn = schema.connect(db)
         except sqlite3.Error as exc:
             raise schema.as_store_error(db, exc) from None
-        try:
-            full_text = schema.initialise_or_check(conn, db)
-            return cls(root, conn, full_text, approx_threshold)
-        except sqlite3.Error as exc:
-            conn.close()
-            raise schema.as_store_error(db, exc) from None
-        except BaseException:
-            conn.close()
-            raise
+        with _closed_on_error(conn, db):
+            return cls(root, conn, schema.initialise_or_check(conn, db), approx_threshold)
 
     @classmethod
     def quarantine_and_recreate(
