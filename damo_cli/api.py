@@ -146,13 +146,9 @@ class Session:
         analysis = feature_cache.load(video, key, fingerprint)
         if analysis is not None:
             return analysis
-        with self._analysing:  # one video at a time; another thread may have just analysed this one
-            analysis = feature_cache.load(video, key, fingerprint)
-            if analysis is None:
-                with status("watching and listening"):
-                    analysis = self.analyser.analyse(video)
-                feature_cache.save(analysis, key, fingerprint)
-        return analysis
+        # one video at a time; another thread may have just analysed this one, so the cache is looked at again
+        with self._analysing, status("watching and listening"):
+            return feature_cache.load_or_analyse(self.analyser, video, key)[0]
 
     # --------------------------------------------------------------------------------------------- search
 

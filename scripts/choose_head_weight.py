@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from damo_cli.evaluation.grounding import temporal_iou
-from damo_cli.evaluation.model_run import _videos_of, analyse_cached
+from damo_cli.evaluation.model_run import _videos_of
 from damo_cli.evaluation.records import load_gt
 from damo_cli.pipeline.analyse import Analyser
 from damo_cli.pipeline.ask import find_moments, question_to_query
+from damo_cli.pipeline.feature_cache import load_or_analyse
 from damo_cli.pipeline.loading import load_model
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # with ask.py's other settings as they are
@@ -30,7 +31,7 @@ def main(gt_path: Path, videos: Path, model: str = "damo-tiny") -> None:
     analyser = Analyser(load_model(model), "cpu")
     ious: dict[float, list[float]] = {w: [] for w in WEIGHTS}
     for _vid, (path, queries) in _videos_of(gt, gt_path, videos).items():
-        analysis = analyse_cached(analyser, path)
+        analysis, _ = load_or_analyse(analyser, path)
         lines = [seg for seg in analysis.transcript if seg.text.strip()]
         speech = analyser.text.encode([s.text for s in lines]) if lines else np.zeros((0, analyser.text.dim))
         for q in queries:

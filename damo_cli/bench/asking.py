@@ -16,7 +16,6 @@ from damo_cli.bench.report import Figure, stopwatch
 from damo_cli.pipeline import feature_cache
 from damo_cli.pipeline.analyse import Analyser
 from damo_cli.pipeline.ask import AskResult, answer_question
-from damo_cli.store import content_key
 
 # A "when" question is answered from the evidence (no LLM); an open one is answered by the LLM.
 SPEECH_QUESTION = "when does he say 'ask not what your country can do for you'?"
@@ -27,12 +26,7 @@ OPEN_QUESTION = "what is said in this video?"
 def ask_in_process(analyser: Analyser, clip: Path, question: str, device: str) -> tuple[float, bool, AskResult]:
     """(seconds, whether the features were cached, result), the same steps as `damo ask`."""
     with stopwatch() as took:
-        key = content_key(clip)
-        analysis = feature_cache.load(clip, key, analyser.fingerprint)
-        cached = analysis is not None
-        if analysis is None:
-            analysis = analyser.analyse(clip)
-            feature_cache.save(analysis, key, analyser.fingerprint)
+        analysis, cached = feature_cache.load_or_analyse(analyser, clip)
         result = answer_question(analyser, analysis, question, device)
     return took(), cached, result
 

@@ -84,19 +84,6 @@ def _videos_of(gt: Sequence[GTQuery], gt_path: Path, videos_dir: Path) -> dict[s
     return out
 
 
-def analyse_cached(analyser: Any, path: Path) -> Any:
-    """What `damo ask` does before it answers: the cached analysis of this content and model, or a new one."""
-    from damo_cli.pipeline import feature_cache
-    from damo_cli.store import content_key
-
-    key = content_key(path)
-    analysis = feature_cache.load(path, key, analyser.fingerprint)
-    if analysis is None:
-        analysis = analyser.analyse(path)
-        feature_cache.save(analysis, key, analyser.fingerprint)
-    return analysis
-
-
 def run_model(
     videos_dir: Path,
     gt_path: Path,
@@ -109,6 +96,7 @@ def run_model(
 ) -> ModelRun:
     from damo_cli.model.damo import Conversation, TranscriptLine
     from damo_cli.model.localize import decode_curve, localize
+    from damo_cli.pipeline import feature_cache
     from damo_cli.pipeline.analyse import Analyser
     from damo_cli.pipeline.ask import question_moments
     from damo_cli.pipeline.loading import load_model
@@ -135,7 +123,7 @@ def run_model(
     failures = answers = 0
     for index, (vid, (path, queries)) in enumerate(videos.items()):
         t0 = time.perf_counter()
-        analysis = analyse_cached(analyser, path)
+        analysis, _ = feature_cache.load_or_analyse(analyser, path)
         timings["features"] = timings.get("features", 0.0) + time.perf_counter() - t0
         t0 = time.perf_counter()
         vectors = analyser.text.encode([q.query for q in queries])
@@ -355,6 +343,7 @@ def run_answers(
     """Every open question of a questions file (JSON Lines: qid, vid, question, keywords) through `damo ask`'s own
     code on the cached analysis, beside a top-class baseline and (`with_llm`) the same path with the LLM writing
     the open answers."""
+    from damo_cli.pipeline import feature_cache
     from damo_cli.pipeline.analyse import Analyser
     from damo_cli.pipeline.ask import TIME_RANGE_ONLY, answer_question, is_temporal
     from damo_cli.pipeline.evidence import class_names, is_colour_question
@@ -379,7 +368,7 @@ def run_answers(
         path = find_video(Path(videos_dir), vid)
         if path is None:
             raise EvaluationError(f"video '{vid}' of {questions_path.name} not found in {videos_dir}")
-        analysis = analyse_cached(analyser, path)
+        analysis, _ = feature_cache.load_or_analyse(analyser, path)
         probs = np.zeros(len(names))
         np.add.at(probs, analysis.class_index.ravel(), analysis.class_prob.ravel())
         top_class = names[int(probs.argmax())] if len(analysis.frame_times) else ""

@@ -15,7 +15,8 @@ from damo_cli.encoders.screen_text import ScreenText
 from damo_cli.encoders.sounds import SoundEvent
 from damo_cli.integrity import atomic_path
 from damo_cli.paths import cache_dir
-from damo_cli.pipeline.analyse import VideoAnalysis
+from damo_cli.pipeline.analyse import Analyser, VideoAnalysis
+from damo_cli.store import content_key as store_content_key
 
 _ARRAYS = (
     "step_spans", "fused", "bridge", "fusion_tokens", "window_spans", "frame_times", "class_index", "class_prob",
@@ -66,3 +67,15 @@ def load(path: Path, content_key: str, fingerprint: str) -> VideoAnalysis | None
         sounds=events,
         **arrays,
     )
+
+
+def load_or_analyse(analyser: Analyser, path: Path, content_key: str | None = None) -> tuple[VideoAnalysis, bool]:
+    """What `damo ask` does before it answers: (the cached analysis of this content and model, True), or (a new
+    analysis, saved for next time, False)."""
+    key = content_key or store_content_key(path)
+    analysis = load(path, key, analyser.fingerprint)
+    if analysis is not None:
+        return analysis, True
+    analysis = analyser.analyse(path)
+    save(analysis, key, analyser.fingerprint)
+    return analysis, False
