@@ -137,19 +137,26 @@ def find_moments(
 
 def question_moments(analyser: Analyser, analysis: VideoAnalysis, question: str) -> list[tuple[float, float, float]]:
     """The moments `damo ask` returns for a question (`damo eval --videos` scores exactly these)."""
+    return _moments_and_query(analyser, analysis, question)[0]
+
+
+def _moments_and_query(
+    analyser: Analyser, analysis: VideoAnalysis, question: str
+) -> tuple[list[tuple[float, float, float]], np.ndarray]:
+    """The question's moments, and its query's vector (the named evidence is ranked against it too)."""
     text = analyser.text
     query = question_to_query(question)
     query_vector = text.encode([query])[0]
     lines = analysis.lines()
     line_vectors = text.encode([line.text for line in lines]) if lines else np.zeros((0, text.dim), np.float32)
-    return find_moments(analysis, query, query_vector, line_vectors, analyser.model.trained)
+    return find_moments(analysis, query, query_vector, line_vectors, analyser.model.trained), query_vector
 
 
 def answer_question(
     analyser: Analyser, analysis: VideoAnalysis, question: str, device: str, open_with_llm: bool = OPEN_WITH_LLM
 ) -> AskResult:
-    moments = question_moments(analyser, analysis, question)
-    answer, moments = _generate(analyser, analysis, question, moments, device, open_with_llm)
+    moments, query_vector = _moments_and_query(analyser, analysis, question)
+    answer, moments = _generate(analyser, analysis, question, moments, query_vector, device, open_with_llm)
     return AskResult(analysis.path, question, answer, moments, analyser.model.name)
 
 
@@ -158,6 +165,7 @@ def _generate(
     analysis: VideoAnalysis,
     question: str,
     moments: list[tuple[float, float, float]],
+    query_vector: np.ndarray,
     device: str,
     open_with_llm: bool,
 ) -> tuple[str, list[tuple[float, float, float]]]:
@@ -167,8 +175,7 @@ def _generate(
         # word-aligned transcript) reaches R1@0.5 69 where the tiny LLM's own stated times reach 10, so a "when"
         # question is answered from the evidence.
         return evidence_answer(analysis, moments), moments
-    question_vector = analyser.text.encode([question_to_query(question)])[0]
-    named = gather(analysis, question_vector, analyser.class_embeddings, moments)
+    named = gather(analysis, query_vector, analyser.class_embeddings, moments)
     spoken = any(s.text.strip() for s in analysis.transcript)
     if is_text_question(question) and named.written or is_speech_question(question) and not spoken and named.written:
         # what is written is on screen word for word: quoted, not paraphrased, with the times it is shown

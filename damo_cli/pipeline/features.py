@@ -230,10 +230,13 @@ class FeatureExtractor:
                 features.screen_text = _read_side_file(screen_path, ScreenText)
             if features.colours is None:
                 features.colours = _read_side_file(colours_path, ColourShares)
-            if features.screen_text is None or features.colours is None:
-                self._look_at_frames(path, features)  # one decode for both
-                save_json(screen_path, features.screen_text or [])
-                save_json(colours_path, features.colours or [])
+            screen_missing, colours_missing = features.screen_text is None, features.colours is None
+            if screen_missing or colours_missing:
+                self._look_at_frames(path, features)  # one decode for both; only what was not cached is written
+                if screen_missing:
+                    save_json(screen_path, features.screen_text or [])
+                if colours_missing:
+                    save_json(colours_path, features.colours or [])
         if self.detect_sounds:
             if features.sounds is None:
                 features.sounds = _read_side_file(sounds_path, SoundEvent)
