@@ -209,6 +209,12 @@ def _model_run(
     out_console.print(proto)
 
 
+def _save_rows(path: Path, rows: list[dict]) -> None:
+    """--save-predictions: one JSON object per line, beside the run's other outputs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
 def _answers_run(
     videos: Path, questions: Path, model: str, device: str, llm: bool, json_output: bool, save: Path | None
 ) -> None:
@@ -223,9 +229,7 @@ def _answers_run(
 
         run = run_answers(videos, questions, model, resolve_device(device), with_llm=llm, progress=progress)
     if save is not None:
-        save.mkdir(parents=True, exist_ok=True)
-        rows = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in run.rows)
-        (save / "answers.jsonl").write_text(rows, encoding="utf-8")
+        _save_rows(save / "answers.jsonl", run.rows)
     if json_output:
         typer.echo(json.dumps(run.to_json(), indent=2))
         return
@@ -254,9 +258,7 @@ def _search_run(videos: Path, gt: Path, model: str, device: str, json_output: bo
 
         run = run_search(videos, gt, model, resolve_device(device), progress=progress)
     if save is not None:
-        save.mkdir(parents=True, exist_ok=True)
-        rows = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in run.rows)
-        (save / "search.jsonl").write_text(rows, encoding="utf-8")
+        _save_rows(save / "search.jsonl", run.rows)
     if json_output:
         typer.echo(json.dumps(run.to_json(), indent=2))
         return

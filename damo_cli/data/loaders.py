@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from damo_cli.data.errors import DataError
+from damo_cli.data.errors import AnnotationError, DataError
 from damo_cli.integrity import atomic_path
+from damo_cli.schema import read_text
 
 FORMATS = ("charades", "qvhighlights", "activitynet")
 _EPS = 1e-6
@@ -58,14 +59,8 @@ def _number(value: Any) -> bool:
 
 
 def _read_text(path: Path, what: str) -> str:
-    if not path.exists():
-        raise DataError(f"{what} file not found: {path}")
-    if not path.is_file():
-        raise DataError(f"{what} path is not a file: {path}")
-    try:
-        return path.read_text(encoding="utf-8-sig")  # -sig: tolerate a BOM from spreadsheet exports
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read {what} file {path}: {err}") from err
+    """The file's text, or one DataError line (missing, a folder, unreadable): the schema module's reader."""
+    return read_text(path, what, error=AnnotationError)
 
 
 def _lines(text: str) -> Iterator[tuple[int, str]]:
