@@ -7,7 +7,7 @@ which the DaMO global residual consumes, plus the 1000-class ImageNet head used 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,12 @@ from damo_cli.encoders.weights import packaged_file
 from damo_cli.errors import ModelError
 
 CLASS_NAMES_FILE = Path(__file__).with_name("imagenet_classes.txt")
+
+
+@cache
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1,000 ImageNet class names in the classifier's order (read once per process)."""
+    return tuple(CLASS_NAMES_FILE.read_text(encoding="utf-8").splitlines())
 
 
 @dataclass
@@ -45,7 +51,7 @@ class VisualEncoder:
 
     @cached_property
     def class_names(self) -> list[str]:
-        return CLASS_NAMES_FILE.read_text(encoding="utf-8").splitlines()
+        return list(imagenet_class_names())
 
     def _prepare(self, frames: np.ndarray) -> torch.Tensor:
         """(N, H, W, 3) uint8 RGB -> (N, 3, S, S) float scaled to [-1, 1] as the TF-Lite weights were trained."""

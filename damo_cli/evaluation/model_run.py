@@ -343,10 +343,11 @@ def run_answers(
     """Every open question of a questions file (JSON Lines: qid, vid, question, keywords) through `damo ask`'s own
     code on the cached analysis, beside a top-class baseline and (`with_llm`) the same path with the LLM writing
     the open answers."""
+    from damo_cli.encoders.visual import imagenet_class_names
     from damo_cli.pipeline import feature_cache
     from damo_cli.pipeline.analyse import Analyser
     from damo_cli.pipeline.ask import TIME_RANGE_ONLY, answer_question, is_temporal
-    from damo_cli.pipeline.evidence import class_names, is_colour_question
+    from damo_cli.pipeline.evidence import is_colour_question
     from damo_cli.pipeline.loading import load_model
     from damo_cli.schema import find_video
 
@@ -356,7 +357,7 @@ def run_answers(
         raise EvaluationError(f"{questions_path.name}: every open question needs a 'vid' and 'keywords'")
     started = time.perf_counter()
     analyser = Analyser(load_model(model, device), device)
-    names = class_names()
+    names = imagenet_class_names()
     names_run = [name for name in ANSWER_PREDICTORS if with_llm or name != "ask + LLM"]
     hits = dict.fromkeys(names_run, 0)
     bare = dict.fromkeys(names_run, 0)

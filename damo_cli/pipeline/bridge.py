@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from damo_cli.encoders.text import TextEncoder
-from damo_cli.encoders.visual import CLASS_NAMES_FILE
+from damo_cli.encoders.visual import imagenet_class_names
 from damo_cli.integrity import atomic_path
 from damo_cli.paths import cache_dir
 
@@ -23,7 +23,7 @@ PROMPT = "a photo of a {}"
 
 def class_text_embeddings(text: TextEncoder) -> np.ndarray:
     """(1000, 384) unit vectors of the class prompts, computed once and cached (keyed by names, prompt, model)."""
-    names = CLASS_NAMES_FILE.read_text(encoding="utf-8").splitlines()
+    names = imagenet_class_names()
     key = hashlib.sha256(("\n".join(names) + PROMPT + text.fingerprint).encode()).hexdigest()[:16]
     path = cache_dir() / "bridge" / f"classes-{key}.npy"
     if path.is_file():

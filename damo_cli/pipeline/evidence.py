@@ -21,7 +21,7 @@ from damo_cli.encoders.audio import TranscriptSegment
 from damo_cli.encoders.colours import main_colours
 from damo_cli.encoders.screen_text import ScreenText
 from damo_cli.encoders.sounds import SoundEvent
-from damo_cli.encoders.visual import CLASS_NAMES_FILE
+from damo_cli.encoders.visual import imagenet_class_names
 from damo_cli.pipeline.analyse import VideoAnalysis
 from damo_cli.timestamps import format_moment
 
@@ -63,10 +63,6 @@ class NamedEvidence:
         if self.said:
             parts.append("Said: " + " ".join(f'"{s.text.strip()}"' for s in self.said[:4]))
         return "\n".join(parts)
-
-
-def class_names() -> list[str]:
-    return CLASS_NAMES_FILE.read_text(encoding="utf-8").splitlines()
 
 
 def is_text_question(question: str) -> bool:
@@ -131,7 +127,7 @@ def _seen(
     relevance = np.clip(class_embeddings[candidates] @ question_vector, 0.0, None)
     scores = mean[candidates] * (1.0 + RELEVANCE_GAIN * relevance)
     order = np.argsort(-scores)[:SEEN_NAMED]
-    names = class_names()
+    names = imagenet_class_names()
     return [(names[int(candidates[i])], float(scores[i])) for i in order]
 
 

@@ -109,10 +109,9 @@ CLASS_PROMPT = "a photo of a {}"
 
 def class_table(text: TextTable) -> Tensor:
     """(1000, D) unit embeddings of the ImageNet class prompts (the zero-shot bridge's vocabulary)."""
-    from damo_cli.encoders.visual import CLASS_NAMES_FILE
+    from damo_cli.encoders.visual import imagenet_class_names
 
-    names = CLASS_NAMES_FILE.read_text(encoding="utf-8").splitlines()
-    return text([CLASS_PROMPT.format(n) for n in names])
+    return text([CLASS_PROMPT.format(n) for n in imagenet_class_names()])
 
 
 # ============================================================================================= batches
