@@ -52,6 +52,19 @@ def test_jfk_transcript_has_the_phrase_with_country_timed_between_5_and_8_s(whis
     assert any(5.0 <= t <= 8.0 for t in country_times), country_times
 
 
+@pytest.mark.skipif(not JFK.is_file(), reason="../shared/media/jfk.flac is absent (a user's clone)")
+def test_the_language_is_named_from_the_feature_states_and_transcribes_as_detection_does(whisper):
+    from damo_cli.media import load_audio
+
+    samples = load_audio(JFK)
+    language = whisper.language_of(whisper.encode(samples))
+    assert language == "en"
+    named = whisper.transcribe(samples, language=language)
+    detected = whisper.transcribe(samples)  # faster-whisper's own detection: one more encoder pass
+    assert [s.text for s in named] == [s.text for s in detected]
+    assert whisper.language_of([]) is None
+
+
 def test_silence_and_a_tone_give_no_invented_text(whisper):
     rate = 16000
     silence = np.zeros(rate * 6, dtype=np.float32)

@@ -83,6 +83,24 @@ class WhisperBackbone:
             out.append(AudioWindowStates(start + offset / self.sample_rate, states[0].astype(np.float32), valid))
         return out
 
+    def language_of(self, windows: list[AudioWindowStates]) -> str | None:
+        """The spoken language, from encoder states already computed (None: no windows).
+
+        Given no language, faster-whisper runs the encoder over the first 30 s once more just to detect it (a third
+        encoder pass beside damo's features and the transcription's own): here one decoder step per window names it.
+        Each language's probability is summed over the windows, so speech outweighs the diffuse guesses of silence.
+        """
+        import ctranslate2
+
+        totals: dict[str, float] = {}
+        for window in windows:
+            states = ctranslate2.StorageView.from_array(np.ascontiguousarray(window.states[None], dtype=np.float32))
+            for token, probability in self.model.model.detect_language(states)[0]:
+                totals[token] = totals.get(token, 0.0) + probability
+        if not totals:
+            return None
+        return max(totals, key=totals.__getitem__).strip("<|>")
+
     def transcribe(
         self, samples: np.ndarray, language: str | None = None, beam_size: int = 1
     ) -> list[TranscriptSegment]:

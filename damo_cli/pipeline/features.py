@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from damo_cli.cards import ModelCard
+from damo_cli.cards import BackboneSpec, ModelCard
 from damo_cli.encoders import screen_text as screen_text_module
 from damo_cli.encoders import sounds as sounds_module
 from damo_cli.encoders.audio import TRANSCRIBE_SETTINGS, TranscriptSegment, Word, split_at_pauses
@@ -88,6 +88,7 @@ class VideoFeatures:
     screen_text: list[ScreenText] | None = None  # None: not read (training does not need it)
     sounds: list[SoundEvent] | None = None
     colours: list[ColourShares] | None = None  # per frame sampled for on-screen text
+    image_embeds: torch.Tensor | None = None  # (N, E) fp16 unit vectors in a text-aligned tower's space, or None
 
     def to_clip(self, config: DamoConfig) -> ClipFeatures:
         """ClipFeatures (B = 1) for the model: bins expanded back over their states, masked past `valid`."""
@@ -119,8 +120,10 @@ def extractor_fingerprint(card: ModelCard, config: DamoConfig) -> str:
     visual, audio = card.backbone("visual"), card.backbone("audio")
     parts = {
         "version": FORMAT_VERSION,
-        "visual": sorted(f.sha256 for f in visual.files.values()),
-        "audio": sorted(a.sha256 for a in audio.assembled.values()) or sorted(f.sha256 for f in audio.files.values()),
+        "visual": sorted(f.sha256 for f in visual.files.values()) or _hub_pin(visual),
+        "audio": sorted(a.sha256 for a in audio.assembled.values())
+        or sorted(f.sha256 for f in audio.files.values())
+        or _hub_pin(audio),
         "image_size": visual.params.get("image_size"),
         "fps": config.video.sample_fps,
         "pool": config.visual_pool_grid,
@@ -129,6 +132,11 @@ def extractor_fingerprint(card: ModelCard, config: DamoConfig) -> str:
         "pause": UTTERANCE_PAUSE_SECONDS,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _hub_pin(backbone: BackboneSpec) -> list[str]:
+    """A hub backbone's weights are named by their repo and pinned commit (the lock file holds their sha256s)."""
+    return [str(backbone.repo), str(backbone.params.get("revision")), backbone.kind]
 
 
 def check_poolable(config: DamoConfig) -> None:
@@ -280,6 +288,7 @@ class FeatureExtractor:
         locals_: list[torch.Tensor] = []
         top_i: list[torch.Tensor] = []
         top_p: list[torch.Tensor] = []
+        embeds: list[torch.Tensor] = []  # a text-aligned tower's image embeddings (the zero-shot channel)
         last = -float("inf")
         with FrameReader(path, size=(self.image_size, self.image_size)) as reader:  # opened once for all pieces
             for start, end in frame_pieces(info.duration):
@@ -305,6 +314,8 @@ class FeatureExtractor:
                     locals_.append(pooled.half())
                     top_i.append(probs_i.int())
                     top_p.append(probs_p.half())
+                    if getattr(encoded, "image_embeds", None) is not None:
+                        embeds.append(encoded.image_embeds.half())
                     last = float(piece_times[keep][-1])
                 self.timings["visual"] += time.perf_counter() - started
                 if on_progress is not None:
@@ -318,10 +329,12 @@ class FeatureExtractor:
             windows, segments = [], []
             for piece in iter_audio_windows(path, window_seconds=AUDIO_PIECE_SECONDS):  # one decode for all uses
                 started = time.perf_counter()
-                windows += self.audio.encode(piece.samples, start=piece.start)
+                piece_windows = self.audio.encode(piece.samples, start=piece.start)
+                windows += piece_windows
                 self.timings["audio"] += time.perf_counter() - started
                 if self.transcribe:
-                    segments += self._transcribe_piece(piece.samples, piece.start)
+                    language = self._language(piece_windows)
+                    segments += self._transcribe_piece(piece.samples, piece.start, language)
                 if sounds is not None:
                     sounds += self._detect_sounds(piece.samples, piece.start)
             if windows:
@@ -343,6 +356,7 @@ class FeatureExtractor:
             audio_starts=audio_starts,
             transcript=transcript,
             sounds=sounds_module.merge_pieces(sounds) if sounds is not None else None,
+            image_embeds=torch.cat(embeds) if embeds else None,
         )
 
     def _transcript_only(self, path: Path) -> list[TranscriptSegment]:
@@ -351,9 +365,22 @@ class FeatureExtractor:
             segments += self._transcribe_piece(piece.samples, piece.start)
         return split_at_pauses(segments, UTTERANCE_PAUSE_SECONDS)
 
-    def _transcribe_piece(self, samples: np.ndarray, offset: float) -> list[TranscriptSegment]:
+    def _language(self, windows: list[Any]) -> str | None:
+        """The language named from the states just computed (saves the transcriber an encoder pass); None: the
+        transcriber detects it itself (a backbone without `language_of`)."""
+        language_of = getattr(self.audio, "language_of", None)
+        if language_of is None:
+            return None
         started = time.perf_counter()
-        segments = self.audio.transcribe(samples)
+        language = language_of(windows)
+        self.timings["transcribe"] += time.perf_counter() - started
+        return language
+
+    def _transcribe_piece(
+        self, samples: np.ndarray, offset: float, language: str | None = None
+    ) -> list[TranscriptSegment]:
+        started = time.perf_counter()
+        segments = self.audio.transcribe(samples, language=language)
         for seg in segments:
             seg.start += offset
             seg.end += offset
@@ -440,6 +467,8 @@ def save_features(folder: Path, features: VideoFeatures, with_transcript: bool =
         "class_index": features.class_index,
         "class_prob": features.class_prob,
     }
+    if features.image_embeds is not None:
+        tensors["image_embeds"] = features.image_embeds
     if features.audio_bins is not None:
         assert features.audio_valid is not None and features.audio_starts is not None
         tensors.update(audio_bins=features.audio_bins, audio_valid=features.audio_valid)
@@ -474,4 +503,5 @@ def load_features(folder: Path, digest: str) -> VideoFeatures:
         audio_valid=t.get("audio_valid"),
         audio_starts=t.get("audio_starts"),
         transcript=transcript,
+        image_embeds=t.get("image_embeds"),
     )
