@@ -173,7 +173,9 @@ def info(
     from damo_cli.cards import load_card
     from damo_cli.hub import PIN_KEYS, backbone_files, pull_state
     from damo_cli.model.config import DamoConfig
+    from damo_cli.model.load import weights_entry
     from damo_cli.model.params import count_parameters
+    from damo_cli.pipeline.zero_shot import zero_shot_kind
 
     card = load_card(name)
     config = DamoConfig.from_card(card)
@@ -204,6 +206,8 @@ def info(
         "config_fingerprint": config.fingerprint(),
         "pull": asdict(pull_state(card)),
         "parameters": report.to_dict(),
+        "trained": weights_entry(card) is not None,  # ships trained DaMO weights (the per-time head is searched)
+        "zero_shot": zero_shot_kind(card),  # what carries search and "when" questions without them
     }
     if json_output:
         typer.echo(json.dumps(payload, indent=2))
@@ -222,6 +226,11 @@ def info(
         table.add_row(role, spec.kind, spec.source, weights)
     console.print(table)
     console.print(f"hub weights: {payload['pull']['status']} ({payload['pull']['detail']})")
+    if payload["trained"]:
+        console.print(f"trained DaMO weights, beside the zero-shot channel ({payload['zero_shot']})")
+    else:
+        channel = payload["zero_shot"]
+        console.print(f"no trained DaMO weights: search and 'when' run on the zero-shot channel ({channel})")
     arch = Table(title="DaMO architecture")
     arch.add_column("setting")
     arch.add_column("value")

@@ -27,6 +27,7 @@ from damo_cli.encoders.text import TextEncoder
 from damo_cli.model.damo import DamoModel
 from damo_cli.pipeline.bridge import bridge_vectors, class_text_embeddings
 from damo_cli.pipeline.features import FeatureExtractor, VideoFeatures, extractor_fingerprint
+from damo_cli.pipeline.zero_shot import step_weights, zero_shot_channel
 from damo_cli.store import TranscriptLine
 
 
@@ -39,7 +40,7 @@ class VideoAnalysis:
     has_audio: bool
     step_spans: np.ndarray  # (N, 2) seconds [start, end) of each per-time step
     fused: np.ndarray  # (N, 384) per-time head outputs in the text space, unit norm
-    bridge: np.ndarray  # (N, 384) zero-shot bridge vectors of the same steps, unit norm
+    bridge: np.ndarray  # (N, D) the zero-shot channel's vectors of the same steps, unit norm (pipeline.zero_shot)
     fusion_tokens: np.ndarray  # (K, F, d) fusion tokens of each window (the LLM's soft prompt reads them)
     window_spans: np.ndarray  # (K, 2)
     frame_times: np.ndarray  # (T,) seconds of the sampled frames
@@ -83,6 +84,8 @@ class Analyser:
         self.features = FeatureExtractor(model.card, model.damo.config, device, transcribe=True, named_evidence=True)
         self.text: TextEncoder = load_backbone(model.card, "text", device)
         self.class_embeddings = class_text_embeddings(self.text)
+        # the untrained visual evidence: the ImageNet bridge, or a hub card's image-text tower (pipeline.zero_shot)
+        self.zero_shot = zero_shot_channel(model.card, self.text, self._bridge, lambda: self.features.visual)
         self._talker: Any = None
 
     def talker(self) -> Any:
@@ -94,9 +97,9 @@ class Analyser:
 
                 self._talker = load_damo(self.model.source, self.device, llm=True).model
             else:
-                from damo_cli.encoders.llm import load_llm
+                from damo_cli.encoders.loader import load_backbone
 
-                self._talker = load_llm(self.model.card.backbone("llm"), self.device)
+                self._talker = load_backbone(self.model.card, "llm", self.device)
         return self._talker
 
     @property
@@ -131,7 +134,7 @@ class Analyser:
             has_audio=features.has_audio,
             step_spans=step_spans,
             fused=_numpy(fused.step_embeddings),
-            bridge=self._bridge(step_spans, features),
+            bridge=self.zero_shot.step_vectors(step_spans, features),
             fusion_tokens=_numpy(fused.fusion_tokens),
             window_spans=fused.window_spans.cpu().double().numpy(),
             frame_times=features.frame_times.double().numpy(),
@@ -148,14 +151,8 @@ class Analyser:
 
     def _bridge(self, step_spans: np.ndarray, features: VideoFeatures) -> np.ndarray:
         """Average the class probabilities of the frames inside each step, then map them into the text space."""
-        frame_times = features.frame_times.double().numpy()
         probs = features.class_probs(len(self.class_embeddings))
-        inside = (frame_times[None, :] >= step_spans[:, :1]) & (frame_times[None, :] < step_spans[:, 1:])  # (N, T)
-        empty = ~inside.any(1)
-        if empty.any():  # a step with no frame of its own takes the nearest frame
-            centres = step_spans[empty].mean(1)
-            inside[np.flatnonzero(empty), np.abs(frame_times[None, :] - centres[:, None]).argmin(1)] = True
-        weights = torch.from_numpy(inside / inside.sum(1, keepdims=True)).to(probs.dtype)
+        weights = torch.from_numpy(step_weights(step_spans, features.frame_times.double().numpy())).to(probs.dtype)
         return bridge_vectors(weights @ probs, self.class_embeddings)
 
 

@@ -19,7 +19,8 @@ import numpy as np
 from damo_cli.model.localize import DEFAULT_SETTINGS, decode_curve, smooth, speech_moments
 from damo_cli.pipeline.analyse import Analyser, VideoAnalysis
 from damo_cli.pipeline.evidence import NamedEvidence, describe, gather, is_sound_question, is_text_question
-from damo_cli.pipeline.search import CALIBRATION, query_words, word_coverage
+from damo_cli.pipeline.search import CALIBRATION, Calibration, query_words, word_coverage
+from damo_cli.pipeline.zero_shot import own_query
 from damo_cli.store import Moment
 from damo_cli.timestamps import format_moment
 
@@ -86,11 +87,18 @@ def question_to_query(question: str) -> str:
     return query or question
 
 
-def visual_curve(analysis: VideoAnalysis, query_vector: np.ndarray, head_weight: float) -> np.ndarray:
+def visual_curve(
+    analysis: VideoAnalysis,
+    query_vector: np.ndarray,
+    head_weight: float,
+    zero_shot: tuple[np.ndarray, Calibration] | None = None,
+) -> np.ndarray:
     """(N,) per-step evidence of what is seen: the per-time head's and the zero-shot bridge's cosines, each put on
-    its search calibration (not clipped, so the curve keeps its shape below the floor), mixed by `head_weight`."""
+    its search calibration (not clipped, so the curve keeps its shape below the floor), mixed by `head_weight`.
+    zero_shot: the bridge's own query vector and calibration when its space is not the text encoder's (a hub tower)."""
     head = CALIBRATION["fused"].linear(analysis.fused @ query_vector)
-    bridge = CALIBRATION["bridge"].linear(analysis.bridge @ query_vector)
+    bridge_query, bridge_calibration = zero_shot or (query_vector, CALIBRATION["bridge"])
+    bridge = bridge_calibration.linear(analysis.bridge @ bridge_query)
     return head_weight * head + (1.0 - head_weight) * bridge
 
 
@@ -101,6 +109,7 @@ def find_moments(
     line_vectors: np.ndarray,
     trained: bool,
     head_weight: float = HEAD_WEIGHT,
+    zero_shot: tuple[np.ndarray, Calibration] | None = None,
 ) -> list[tuple[float, float, float]]:
     """Ranked (start, end, confidence): the words of a phrase the question asks about, when the transcript has
     them; otherwise what is seen (head + bridge, `visual_curve`) and the video's lines of words (`analysis.lines()`:
@@ -111,7 +120,7 @@ def find_moments(
     if spoken:
         return spoken[:MAX_MOMENTS]
     spans = analysis.step_spans
-    curve = visual_curve(analysis, query_vector, head_weight if trained else 0.0)  # untrained head: noise
+    curve = visual_curve(analysis, query_vector, head_weight if trained else 0.0, zero_shot)  # untrained head: noise
     evidence: list[Moment] = []
     smoothed = smooth(curve, ASK_DECODE.smooth_sigma)
     if smoothed.max() - np.median(smoothed) < FLAT_CONTRAST and analysis.duration <= FLAT_FALLBACK_SECONDS:
@@ -149,7 +158,9 @@ def _moments_and_query(
     query_vector = text.encode([query])[0]
     lines = analysis.lines()
     line_vectors = text.encode([line.text for line in lines]) if lines else np.zeros((0, text.dim), np.float32)
-    return find_moments(analysis, query, query_vector, line_vectors, analyser.model.trained), query_vector
+    bridge = own_query(analyser.zero_shot, query)  # None: the bridge is searched with query_vector
+    moments = find_moments(analysis, query, query_vector, line_vectors, analyser.model.trained, zero_shot=bridge)
+    return moments, query_vector
 
 
 def answer_question(

@@ -125,15 +125,21 @@ def search_library(
     trained: bool,
     k: int = 10,
     path_filter: str | None = None,
+    zero_shot: tuple[np.ndarray, Calibration] | None = None,
 ) -> list[SearchHit]:
+    """zero_shot: the query's vector for the "bridge" channel and that channel's calibration, where the card's
+    zero-shot channel is not in the text encoder's space (a hub card's image-text tower: `pipeline.zero_shot`)."""
     evidence: list[tuple[str, Moment, float]] = []
     channels = ("bridge", "speech", "screen", "sound")
     channels = ("fused", *channels) if trained else channels  # untrained fused: noise
     for channel in channels:
+        vector, calibration = query_vector, CALIBRATION[channel]
+        if channel == "bridge" and zero_shot is not None:
+            vector, calibration = zero_shot
         for moment in library.search(
-            query_vector, CANDIDATES, channel=channel, fingerprint=fingerprint, path_filter=path_filter
+            vector, CANDIDATES, channel=channel, fingerprint=fingerprint, path_filter=path_filter
         ):
-            evidence.append((channel, moment, CALIBRATION[channel](moment.score)))
+            evidence.append((channel, moment, calibration(moment.score)))
     if query_words(query):
         for moment in library.text_search(query, CANDIDATES, path_filter=path_filter):
             channel = moment.channel  # "transcript" or "screen_text"
