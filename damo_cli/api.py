@@ -169,7 +169,18 @@ class Session:
         nonblank(query, "search query")
         with _opened(library, create=False) as lib:
             vector = self.text.encode([query])[0]
-            return search_library(lib, query, vector, self.fingerprint, self.model.trained, k, path_filter)
+            bridge = self._zero_shot_query(query)
+            return search_library(lib, query, vector, self.fingerprint, self.model.trained, k, path_filter, bridge)
+
+    def _zero_shot_query(self, query: str) -> Any:
+        """The zero-shot channel's own query vector and calibration (a hub card's image-text tower), or None where
+        that channel is searched with the text encoder's vector (the ImageNet bridge)."""
+        from damo_cli.pipeline.zero_shot import ImageTextTower, own_query, zero_shot_kind
+
+        if zero_shot_kind(self.model.card) != ImageTextTower.kind:
+            return None
+        with self._text_lock:  # the tower's tokenizer, like the text encoder's, serves one thread at a time
+            return own_query(self.analyser.zero_shot, query)
 
     # ---------------------------------------------------------------------------------------------- index
 
