@@ -23,6 +23,7 @@ REPOS = {  # role -> the stand-in hub repo
 KINDS = {"visual": "hf-vision-tower", "audio": "hf-whisper-encoder", "text": "sentence-transformers",
          "llm": "hf-causal-lm"}  # fmt: skip
 IMAGE_SIZE, PATCH, DIM = 32, 8, 16
+TEXT_DIM = 12  # not the tower's width: a query in the wrong space cannot be searched by mistake
 
 
 def build_checkpoints(root: Path) -> dict[str, Path]:
@@ -51,8 +52,14 @@ def build_checkpoints(root: Path) -> dict[str, Path]:
 
     siglip = SiglipModel(
         SiglipConfig(
-            text_config={**layers, "vocab_size": vocab, "max_position_embeddings": 16, "pad_token_id": 0,
-                         "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id},
+            text_config={
+                **layers,
+                "vocab_size": vocab,
+                "max_position_embeddings": 16,
+                "pad_token_id": 0,
+                "bos_token_id": tokenizer.bos_token_id,
+                "eos_token_id": tokenizer.eos_token_id,
+            },
             vision_config={**layers, "image_size": IMAGE_SIZE, "patch_size": PATCH},
         )
     )
@@ -76,9 +83,9 @@ def build_checkpoints(root: Path) -> dict[str, Path]:
     )
     tokenizer.save_pretrained(folders["audio"])
 
-    BertModel(BertConfig(vocab_size=vocab, max_position_embeddings=64, **layers)).save_pretrained(
-        folders["text"], safe_serialization=True
-    )
+    BertModel(
+        BertConfig(vocab_size=vocab, max_position_embeddings=64, **{**layers, "hidden_size": TEXT_DIM})
+    ).save_pretrained(folders["text"], safe_serialization=True)
     tokenizer.save_pretrained(folders["text"])
     (folders["text"] / "1_Pooling").mkdir()
     (folders["text"] / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
@@ -104,7 +111,7 @@ def write_card(folder: Path, hub: MockHub) -> Path:
     sizes = {
         "visual": [f"feature_dim = {DIM}", f"image_size = {IMAGE_SIZE}", f"grid = {IMAGE_SIZE // PATCH}"],
         "audio": [f"feature_dim = {DIM}", "window_seconds = 30.0", "states_per_window = 30", "sample_rate = 16000"],
-        "text": [f"feature_dim = {DIM}"],
+        "text": [f"feature_dim = {TEXT_DIM}"],
         "llm": [f"hidden_size = {DIM}"],
     }
     for role, repo_id in REPOS.items():
@@ -128,7 +135,7 @@ def write_card(folder: Path, hub: MockHub) -> Path:
         f"patch_size = {PATCH}",
         "", "[model.backbone_arch.audio]", 'class = "WhisperEncoder"', f"d_model = {DIM}", "encoder_layers = 1",
         "encoder_attention_heads = 2", "encoder_ffn_dim = 32", "num_mel_bins = 8", "max_source_positions = 30",
-        "", "[model.backbone_arch.text]", 'class = "BertModel"', f"hidden_size = {DIM}", "num_hidden_layers = 1",
+        "", "[model.backbone_arch.text]", 'class = "BertModel"', f"hidden_size = {TEXT_DIM}", "num_hidden_layers = 1",
         "num_attention_heads = 2", "intermediate_size = 32", "vocab_size = 261", "max_position_embeddings = 64",
         "", "[model.backbone_arch.llm]", 'class = "Qwen2ForCausalLM"', f"hidden_size = {DIM}",
         "intermediate_size = 32", "num_hidden_layers = 1", "num_attention_heads = 2", "num_key_value_heads = 1",
