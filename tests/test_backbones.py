@@ -143,7 +143,8 @@ def test_onnx_runtime_gives_pytorchs_features_and_classes_on_real_frames(visual)
 
 
 def test_a_damaged_onnx_export_is_made_again_not_loaded(fresh_home):
-    from damo_cli.encoders.visual import VisualEncoder, _verified_export, onnx_path
+    from damo_cli.encoders.onnx_runtime import cached_export
+    from damo_cli.encoders.visual import VisualEncoder, onnx_path
 
     spec = load_card("damo-tiny").backbone("visual")
     first = VisualEncoder(spec)
@@ -152,7 +153,7 @@ def test_a_damaged_onnx_export_is_made_again_not_loaded(fresh_home):
     path.write_bytes(good[: len(good) // 2])  # a truncated file, as a full disk or a killed process leaves
     again = VisualEncoder(spec)
     assert again.runtime == "onnxruntime"
-    assert _verified_export(path, spec.files["weights"].sha256) is not None  # whole again, and its sha256 recorded
+    assert cached_export(path, spec.files["weights"].sha256) is not None  # whole again, and its sha256 recorded
     frame = np.random.default_rng(1).integers(0, 255, size=(1, 224, 224, 3), dtype=np.uint8)
     assert np.allclose(again.encode(frame).global_.numpy(), first.encode(frame).global_.numpy(), atol=1e-5)
 
@@ -181,15 +182,23 @@ def test_llm_accepts_inputs_embeds_like_the_damo_soft_prompt_will(card):
     assert "Paris" in tokenizer.decode(by_embeds.argmax())
 
 
-def test_minilm_matches_sentence_transformers(card):
-    # Parity with the reference implementation we replaced (it costs seconds of imports per command).
+@pytest.mark.parametrize("runtime", ["onnxruntime", "transformers"])
+def test_minilm_matches_sentence_transformers(card, runtime, monkeypatch):
+    # Parity with the reference implementation we replaced (it costs seconds of imports per command), for the
+    # ONNX Runtime graph users run on a CPU and for the transformers path a GPU (or a failed export) runs.
     pytest.importorskip("sentence_transformers")
     from sentence_transformers import SentenceTransformer
 
+    from damo_cli.encoders import text as text_module
     from damo_cli.encoders.weights import packaged_file
 
+    if runtime == "transformers":
+        monkeypatch.setattr(text_module, "_onnx_session", lambda *args: None)
     texts = ["someone opens a door", "a red circle appears on the screen", "x" * 2000]  # the last one is truncated
-    ours = load_backbone(card, "text").encode(texts)
+    encoder = load_backbone(card, "text")
+    assert encoder.runtime == runtime
+    ours = encoder.encode(texts)
+    assert np.allclose(encoder.encode(texts[:1]), ours[:1], atol=1e-5)  # padding in a batch changes nothing
     folder = packaged_file(card.backbone("text").files["model.safetensors"]).parent
     reference = SentenceTransformer(str(folder), device="cpu").encode(texts, normalize_embeddings=True)
     assert np.allclose(ours, reference, atol=1e-5)

@@ -3,17 +3,13 @@
 Per frame it gives a global vector (the pooled head features, 1280-d) and a local map (7x7 = 49 tokens of 1280-d),
 which the DaMO global residual consumes, plus the 1000-class ImageNet head used for the zero-shot text bridge.
 
-On the CPU the network runs through ONNX Runtime: exported once from the verified PyTorch weights into the cache
-(with its sha256 beside it, checked on every load), it ran EfficientNet-Lite0 3-5x faster than PyTorch eager on 2
-cores with the same outputs to within 3e-5 (`tests/test_backbones.py -k onnx`). Where the export cannot be made, or
-on a GPU, PyTorch runs it.
+On the CPU the network runs through ONNX Runtime (encoders.onnx_runtime): 3-5x faster than PyTorch eager on 2 cores,
+the same outputs to within 3e-5 (`tests/test_backbones.py -k onnx`). Where the export cannot be made, or on a GPU,
+PyTorch runs it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
@@ -23,13 +19,11 @@ import numpy as np
 import torch
 
 from damo_cli.cards import BackboneSpec
-from damo_cli.encoders.weights import packaged_file, threads
+from damo_cli.encoders.onnx_runtime import OPSET, cpu_session, export_once, export_path
+from damo_cli.encoders.weights import packaged_file
 from damo_cli.errors import ModelError
-from damo_cli.integrity import atomic_path
-from damo_cli.paths import cache_dir
 
 CLASS_NAMES_FILE = Path(__file__).with_name("imagenet_classes.txt")
-ONNX_OPSET = 17
 
 
 @cache
@@ -133,71 +127,25 @@ class _Trunk(torch.nn.Module):
 
 
 def onnx_path(weights_sha256: str, image_size: int) -> Path:
-    """Where the export of these weights lives; torch's version is in the name (another exporter, another file)."""
-    torch_version = torch.__version__.split("+")[0]
-    name = f"efficientnet-lite0-{weights_sha256[:16]}-{image_size}px-torch{torch_version}-opset{ONNX_OPSET}.onnx"
-    return cache_dir() / "onnx" / name
+    """Where the ONNX export of these weights lives (encoders.onnx_runtime)."""
+    return export_path(f"efficientnet-lite0-{image_size}px", weights_sha256, torch.__version__)
 
 
 def _onnx_session(net: torch.nn.Module, weights_sha256: str, image_size: int) -> Any:
-    """An ONNX Runtime session of `net`, exporting it on first use; None when it cannot be made here."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
-    path = onnx_path(weights_sha256, image_size)
-    model = _verified_export(path, weights_sha256)
-    if model is None:
-        model = _export(net, path, weights_sha256, image_size)
-        if model is None:
-            return None
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads()
-    options.log_severity_level = 3  # errors only: its warnings about unused initialisers are noise to a user
-    options.enable_cpu_mem_arena = False  # the arena kept ~270 MB after 120 frames; without it ~120 MB, same speed
-    try:
-        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    except Exception:  # noqa: BLE001 - an export this runtime cannot run: PyTorch runs the network instead
-        return None
+    """An ONNX Runtime session of `net`, exported on first use; None when it cannot be made here."""
 
-
-def _verified_export(path: Path, weights_sha256: str) -> bytes | None:
-    """The cached export's bytes when its recorded sha256 (and source weights) match; else None (made again)."""
-    try:
-        record = json.loads(path.with_suffix(".json").read_text())
-        model = path.read_bytes()
-    except (OSError, ValueError):
-        return None
-    if record.get("weights_sha256") != weights_sha256 or hashlib.sha256(model).hexdigest() != record.get("sha256"):
-        return None
-    return model
-
-
-def _export(net: torch.nn.Module, path: Path, weights_sha256: str, image_size: int) -> bytes | None:
-    import warnings
-
-    buffer = io.BytesIO()
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the exporter's notes on traced shapes say nothing to a user
+    def export(file: Any) -> None:
+        with torch.no_grad():
             torch.onnx.export(
                 _Trunk(net).eval(),
                 (torch.zeros(1, 3, image_size, image_size),),
-                buffer,
+                file,
                 dynamo=False,  # the TorchScript exporter: no onnxscript needed, and this network traces as it is
                 input_names=["frames"],
                 output_names=["fmap", "logits"],
                 dynamic_axes={"frames": {0: "batch"}, "fmap": {0: "batch"}, "logits": {0: "batch"}},
-                opset_version=ONNX_OPSET,
+                opset_version=OPSET,
             )
-    except Exception:  # noqa: BLE001 - no `onnx` module, or an exporter that cannot trace it: run PyTorch
-        return None
-    model = buffer.getvalue()
-    try:
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(model)
-        with atomic_path(path.with_suffix(".json")) as tmp:  # written second: a file without its record is redone
-            tmp.write_text(json.dumps({"sha256": hashlib.sha256(model).hexdigest(), "weights_sha256": weights_sha256}))
-    except OSError:
-        pass  # a read-only cache: this process still runs the export it made
-    return model
+
+    model = export_once(onnx_path(weights_sha256, image_size), weights_sha256, export)
+    return None if model is None else cpu_session(model)
