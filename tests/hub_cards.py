@@ -99,14 +99,40 @@ def build_checkpoints(root: Path) -> dict[str, Path]:
     return folders
 
 
+CLIP_REPO = "damo-test/tiny-clip"
+
+
+def build_clip(folder: Path) -> Path:
+    """A tiny random CLIP (the damo-7b card's kind of tower) with its processor and tokenizer."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from damo_cli.model.testing import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    layers = {"num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32, "hidden_size": DIM}
+    torch.manual_seed(1)
+    ids = {"eos_token_id": tokenizer.eos_token_id, "bos_token_id": tokenizer.bos_token_id,
+           "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
+    text = {**layers, "vocab_size": len(tokenizer), "max_position_embeddings": 16, **ids}
+    vision = {**layers, "image_size": IMAGE_SIZE, "patch_size": PATCH}
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(
+        folder, safe_serialization=True
+    )
+    size = {"shortest_edge": IMAGE_SIZE}
+    CLIPImageProcessor(size=size, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def serve(hub: MockHub, folders: dict[str, Path]) -> None:
     for role, folder in folders.items():
         hub.add_folder(REPOS[role], folder)
 
 
-def write_card(folder: Path, hub: MockHub) -> Path:
+def write_card(folder: Path, hub: MockHub, name: str = CARD, visual_repo: str = REPOS["visual"]) -> Path:
     """The card pinning the tiny repos at the stand-in's commits, every file listed, with a DaMO model to match."""
-    lines = [f'name = "{CARD}"', 'description = "tiny random SigLIP + Whisper + BERT + Qwen2 on a stand-in hub"',
+    lines = [f'name = "{name}"', 'description = "tiny random SigLIP + Whisper + BERT + Qwen2 on a stand-in hub"',
              "offline = false"]  # fmt: skip
     sizes = {
         "visual": [f"feature_dim = {DIM}", f"image_size = {IMAGE_SIZE}", f"grid = {IMAGE_SIZE // PATCH}"],
@@ -114,7 +140,7 @@ def write_card(folder: Path, hub: MockHub) -> Path:
         "text": [f"feature_dim = {TEXT_DIM}"],
         "llm": [f"hidden_size = {DIM}"],
     }
-    for role, repo_id in REPOS.items():
+    for role, repo_id in {**REPOS, "visual": visual_repo}.items():
         repo = hub.repos[repo_id]
         files = ", ".join(f'"{name}"' for name in sorted(repo.files))
         lines += ["", f"[backbones.{role}]", f'kind = "{KINDS[role]}"', 'source = "hub"', f'repo = "{repo_id}"',
@@ -142,6 +168,6 @@ def write_card(folder: Path, hub: MockHub) -> Path:
         "vocab_size = 261", "max_position_embeddings = 256", "tie_word_embeddings = true",
     ]  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{CARD}.toml"
+    path = folder / f"{name}.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

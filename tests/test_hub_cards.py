@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hub_cards import CARD, REPOS, build_checkpoints, serve, write_card
+from hub_cards import CARD, CLIP_REPO, REPOS, build_checkpoints, build_clip, serve, write_card
 from hub_server import MockHub
 
 torch = pytest.importorskip("torch")
 
+CLIP_CARD = "hub-tiny-clip"  # the same card with a CLIP tower (damo-7b's kind)
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
@@ -28,6 +29,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory):
     folders = build_checkpoints(tmp_path_factory.mktemp("tiny-hub-card"))
     with MockHub() as server:
         serve(server, folders)
+        server.add_folder(CLIP_REPO, build_clip(tmp_path_factory.mktemp("tiny-clip")))
         yield server
 
 
@@ -45,6 +47,7 @@ def env(hub: MockHub, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str
     """A user's environment: HF_ENDPOINT at the stand-in, its own HF cache and damo home, the card in its models dir."""
     root = tmp_path_factory.mktemp("hub-user")
     write_card(root / "models", hub)
+    write_card(root / "models", hub, name=CLIP_CARD, visual_repo=CLIP_REPO)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_OFFLINE"))}
     return {
         **base,
@@ -65,8 +68,9 @@ def damo(env: dict[str, str], *args: str, **extra: str) -> subprocess.CompletedP
 
 @pytest.fixture(scope="module")
 def pulled(env: dict[str, str]) -> dict[str, str]:
-    result = damo(env, "models", "pull", CARD)
-    assert result.returncode == 0, result.stderr
+    for card in (CARD, CLIP_CARD):
+        result = damo(env, "models", "pull", card)
+        assert result.returncode == 0, result.stderr
     return env
 
 
@@ -176,6 +180,36 @@ def test_the_vision_and_text_towers_equal_the_transformers_reference(here):
     assert got.class_probs.shape == (3, 1000) and torch.allclose(got.class_probs.sum(-1), torch.ones(3))
 
 
+def test_a_clip_tower_equals_the_transformers_reference(here):
+    """CLIP: global = the post-LayerNorm CLS token, local = the patch tokens without CLS, the image embedding is the
+    projection get_image_features returns; text with CLIP's own padding and mask. Scored on a fixed calibration."""
+    from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+
+    from damo_cli.cards import load_card
+    from damo_cli.encoders.hub_backbones import pulled_folder
+    from damo_cli.encoders.loader import load_backbone
+    from damo_cli.pipeline.zero_shot import CLIP_CALIBRATION, ImageTextTower
+
+    card = load_card(CLIP_CARD)
+    tower = load_backbone(card, "visual", "cpu")
+    folder = str(pulled_folder(card, "visual").path)
+    reference = CLIPModel.from_pretrained(folder, local_files_only=True).eval()
+    images, texts = frames(), ["a dog jumps", "a door"]  # byte tokens: shorter than the 16 positions
+    with torch.no_grad():
+        pixels = AutoImageProcessor.from_pretrained(folder)(images=list(images), return_tensors="pt")
+        expected = reference.get_image_features(**pixels)
+        vision = reference.vision_model(**pixels)
+        ids = AutoTokenizer.from_pretrained(folder)(texts, padding=True, return_tensors="pt")
+        expected_text = reference.get_text_features(**ids).pooler_output
+    got = tower.encode(images)
+    assert got.image_embeds.shape == (3, 8)  # projection_dim, not the 16-d tower width
+    assert torch.equal(got.image_embeds, torch.nn.functional.normalize(expected.pooler_output, dim=-1))
+    assert torch.equal(got.global_, vision.pooler_output)
+    assert torch.equal(got.local, vision.last_hidden_state[:, 1:])
+    assert np.array_equal(tower.embed_text(texts), torch.nn.functional.normalize(expected_text, dim=-1).numpy())
+    assert ImageTextTower(lambda: tower).calibration == CLIP_CALIBRATION
+
+
 def test_the_whisper_encoder_equals_the_transformers_reference(here):
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
@@ -211,7 +245,7 @@ def test_the_zero_shot_channel_searches_frames_with_the_towers_own_text_embeddin
     assert isinstance(analyser.zero_shot, ImageTextTower)
     analysis = analyser.analyse(video)
     tower = analyser.features.visual
-    assert analysis.bridge.shape == (len(analysis.step_spans), tower.dim)
+    assert analysis.bridge.shape == (len(analysis.step_spans), tower.embed_dim)
     query, calibration = own_query(analyser.zero_shot, "a test pattern")
     assert np.array_equal(query, tower.embed_text(["a test pattern"])[0])
     scale, bias = tower.logit_scale_bias

@@ -4,11 +4,12 @@ Every load re-hashes the role's files against the lock file first (`hub.verify_p
 from that snapshot folder only: `local_files_only`, safetensors only, never `trust_remote_code`, and only the model
 classes named here (a card cannot make damo run arbitrary code).
 
-- visual, kind "hf-vision-tower": a SigLIP / SigLIP 2 image-text model (`SiglipModel`, `Siglip2Model`). Per frame:
-  the global vector (the tower's attention-pooled output), the local map (the last layer's patch tokens, pooled to
-  the card's grid), the image embedding in the model's own image-text space (the same pooled output, unit length)
-  and ImageNet class probabilities by zero-shot classification against the model's own text embeddings of
-  "a photo of a {class}" (what `ask` names of what is seen). `embed_text` embeds queries for the zero-shot channel.
+- visual, kind "hf-vision-tower": an image-text model, SigLIP / SigLIP 2 (`SiglipModel`, `Siglip2Model`) or CLIP
+  (`CLIPModel`). Per frame: the global vector (the vision tower's pooled output: SigLIP's attention-pooling head,
+  CLIP's post-LayerNorm CLS token), the local map (the last layer's patch tokens, CLS dropped, pooled to the card's
+  grid), the image embedding in the model's own image-text space (SigLIP: that pooled output; CLIP: its projection;
+  unit length) and ImageNet class probabilities by zero-shot classification against the model's own text embeddings
+  of "a photo of a {class}" (what `ask` names of what is seen). `embed_text` embeds queries the same way.
 - audio, kind "hf-whisper-encoder": WhisperFeatureExtractor + the Whisper encoder's states per 30 s window, and
   transcripts by greedy decoding with the full model when the repo has its tokenizer: one line per window with
   speech, no word times and no voice-activity detection (damo-tiny's faster-whisper has both).
@@ -35,13 +36,12 @@ from damo_cli.cards import BackboneSpec, ModelCard
 from damo_cli.device import batch_size, compute_dtype, out_of_memory_hint
 from damo_cli.encoders.audio import AudioWindowStates, TranscriptSegment
 from damo_cli.encoders.quiet import quiet_transformers
-from damo_cli.encoders.text import TextEncoder
 from damo_cli.encoders.visual import VisualFeatures, imagenet_class_names
 from damo_cli.errors import ModelError
 from damo_cli.integrity import atomic_path
 from damo_cli.paths import cache_dir
 
-IMAGE_TEXT_CLASSES = ("SiglipModel", "Siglip2Model")  # model classes a card's vision tower may name
+IMAGE_TEXT_CLASSES = ("SiglipModel", "Siglip2Model", "CLIPModel")  # the model classes a vision tower may name
 CLASS_PROMPT = "a photo of a {}"
 MAX_TRANSCRIPT_TOKENS = 224  # a 30 s window of fast speech is ~100 words
 SILENT_PEAK = 1e-3  # a window whose loudest sample is below this is not transcribed (Whisper invents text on silence)
@@ -119,7 +119,7 @@ def _image_text_model(folder: Path, device: str) -> tuple[Any, Any, Any]:
 
 
 class HubVisionTower:
-    """Frames -> HubVisualFeatures with a SigLIP / SigLIP 2 model; texts -> unit vectors in the same space."""
+    """Frames -> HubVisualFeatures with a SigLIP / SigLIP 2 / CLIP model; texts -> unit vectors in the same space."""
 
     def __init__(self, card: ModelCard, backbone: BackboneSpec, device: str = "cpu") -> None:
         if backbone.kind != "hf-vision-tower":
@@ -130,15 +130,19 @@ class HubVisionTower:
         vision = self.model.config.vision_config
         self.grid = int(backbone.params.get("grid", vision.image_size // vision.patch_size))
         self.text_length = int(self.model.config.text_config.max_position_embeddings)
-        self.dim = int(vision.hidden_size)
+        self.clip = type(self.model).__name__ == "CLIPModel"  # a CLS token, projected embeddings, softmax-trained
+        self.dim = int(vision.hidden_size)  # the global vector and local tokens
+        self.embed_dim = int(getattr(self.model.config, "projection_dim", None) or self.dim)  # the image-text space
         self.fingerprint = self.pulled.fingerprint
         per_frame = 4 * self.dim * (self.grid**2 + 1) * vision.num_hidden_layers  # rough activations per frame
         self.batch_size = batch_size(device, per_frame)
 
     @property
-    def logit_scale_bias(self) -> tuple[float, float]:
-        """The model's own sigmoid calibration: P(match) = sigmoid(scale * cosine + bias)."""
-        return float(self.model.logit_scale.detach().exp()), float(self.model.logit_bias.detach())
+    def logit_scale_bias(self) -> tuple[float, float | None]:
+        """SigLIP's own calibration, P(match) = sigmoid(scale * cosine + bias); CLIP has a scale only (bias None):
+        it was trained with a softmax over a batch, so one pair's cosine has no probability of its own."""
+        bias = getattr(self.model, "logit_bias", None)
+        return float(self.model.logit_scale.detach().exp()), None if bias is None else float(bias.detach())
 
     def pixel_inputs(self, frames: np.ndarray) -> dict[str, torch.Tensor]:
         """The processor's tensors for (N, H, W, 3) uint8 RGB frames (SigLIP 2 adds its patch mask and shapes)."""
@@ -148,8 +152,13 @@ class HubVisionTower:
         return {k: v.to(self.device) for k, v in inputs.items()}
 
     def text_inputs(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Token ids padded to the text tower's full length with no attention mask: SigLIP was trained attending to
-        its padding (its own tokenizer returns input ids only)."""
+        """SigLIP: token ids padded to the text tower's full length with no attention mask (it was trained attending
+        to its padding; its own tokenizer returns input ids only). CLIP: padded to the longest, with the mask."""
+        if self.clip:
+            inputs = self.tokenizer(
+                texts, padding=True, truncation=True, max_length=self.text_length, return_tensors="pt"
+            )
+            return {k: inputs[k].to(self.device) for k in ("input_ids", "attention_mask")}
         inputs = self.tokenizer(
             texts, padding="max_length", truncation=True, max_length=self.text_length, return_tensors="pt"
         )
@@ -158,19 +167,23 @@ class HubVisionTower:
     @torch.inference_mode()
     def encode(self, frames: np.ndarray) -> HubVisualFeatures:
         if len(frames) == 0:
-            empty = torch.zeros(0, self.dim)
-            return HubVisualFeatures(empty, torch.zeros(0, self.grid**2, self.dim), torch.zeros(0, 1000), empty)
-        globals_, locals_ = [], []
+            return HubVisualFeatures(
+                torch.zeros(0, self.dim), torch.zeros(0, self.grid**2, self.dim), torch.zeros(0, 1000),
+                torch.zeros(0, self.embed_dim),
+            )  # fmt: skip
+        globals_, locals_, embeds_ = [], [], []
         with out_of_memory_hint("encoding frames"):
             for start in range(0, len(frames), self.batch_size):
                 inputs = self.pixel_inputs(frames[start : start + self.batch_size])
-                out = self.model.get_image_features(**inputs)
-                globals_.append(out.pooler_output.float().cpu())
-                locals_.append(self._grid(out.last_hidden_state.float().cpu(), inputs.get("spatial_shapes")))
-        pooled = torch.cat(globals_)
-        embeds = _unit(pooled)
+                out = self.model.vision_model(**inputs)  # what get_image_features runs (before CLIP's projection)
+                pooled = out.pooler_output
+                globals_.append(pooled.float().cpu())
+                embeds_.append((self.model.visual_projection(pooled) if self.clip else pooled).float().cpu())
+                tokens = out.last_hidden_state[:, 1:] if self.clip else out.last_hidden_state
+                locals_.append(self._grid(tokens.float().cpu(), inputs.get("spatial_shapes")))
+        embeds = _unit(torch.cat(embeds_))
         probs = (self.logit_scale_bias[0] * embeds @ self.class_embeddings().T).softmax(dim=-1)
-        return HubVisualFeatures(global_=pooled, local=torch.cat(locals_), class_probs=probs, image_embeds=embeds)
+        return HubVisualFeatures(torch.cat(globals_), torch.cat(locals_), probs, image_embeds=embeds)
 
     def _grid(self, tokens: torch.Tensor, shapes: torch.Tensor | None) -> torch.Tensor:
         """Patch tokens (N, P, D) -> (N, grid*grid, D), row-major; SigLIP 2 gives each image's own patch grid."""
@@ -185,7 +198,7 @@ class HubVisionTower:
     def embed_text(self, texts: list[str], batch: int = 64) -> np.ndarray:
         """Texts -> (N, E) float32 unit vectors in the image-text space (the zero-shot channel's query)."""
         if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
         out = []
         with out_of_memory_hint("encoding text"):
             for start in range(0, len(texts), batch):
@@ -207,7 +220,7 @@ class HubVisionTower:
                 vectors = np.load(path, allow_pickle=False)
             except (OSError, ValueError):
                 vectors = None  # damaged: computed again below
-        if vectors is None or vectors.shape != (len(names), self.dim):
+        if vectors is None or vectors.shape != (len(names), self.embed_dim):
             vectors = self.embed_text([CLASS_PROMPT.format(name) for name in names])
             with atomic_path(path) as tmp, open(tmp, "wb") as handle:
                 np.save(handle, vectors, allow_pickle=False)
@@ -321,18 +334,19 @@ class HubWhisper:
 # ----------------------------------------------------------------------------------------------------- text, llm
 
 
-class HubTextEncoder(TextEncoder):
-    """A sentence-transformers folder from the hub, encoded exactly as the packaged one (`TextEncoder.encode`)."""
+class HubTextEncoder:
+    """A sentence-transformers folder from the hub: BERT -> mean of the real tokens' states -> unit length, the steps
+    sentence-transformers runs (and damo-tiny's packaged MiniLM), with transformers in fp32 on any device so the
+    library's vectors stay comparable across machines."""
 
-    def __init__(self, card: ModelCard, backbone: BackboneSpec, device: str = "cpu") -> None:  # noqa: D107
+    def __init__(self, card: ModelCard, backbone: BackboneSpec, device: str = "cpu") -> None:
         from transformers import AutoModel, AutoTokenizer
 
         if backbone.kind != "sentence-transformers":
             raise ModelError(f"HubTextEncoder loads a sentence-transformers model, not '{backbone.kind}'")
         self.pulled = pulled_folder(card, backbone.role)
         folder = self.pulled.path
-        pooling = _json(folder / "1_Pooling" / "config.json")
-        if not pooling.get("pooling_mode_mean_tokens"):
+        if not _json(folder / "1_Pooling" / "config.json").get("pooling_mode_mean_tokens"):
             raise ModelError(f"{card.name}'s text backbone is not a mean-pooling sentence model")
         self.max_length = int(_json(folder / "sentence_bert_config.json").get("max_seq_length", 256))
         self.dim = int(backbone.param("feature_dim"))
@@ -340,8 +354,24 @@ class HubTextEncoder(TextEncoder):
         self.device = device
         quiet_transformers()
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
-        self.model = self.model.eval().to(device)  # fp32: the library's vectors stay comparable across devices
+        model = AutoModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+        self.model = model.eval().to(device)
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], batch: int = 64) -> np.ndarray:
+        """Sentences -> (N, dim) float32 unit vectors (a dot product is a cosine)."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = []
+        for start in range(0, len(texts), batch):
+            inputs = self.tokenizer(
+                texts[start : start + batch], padding=True, truncation=True, max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)  # fmt: skip
+            hidden = self.model(**inputs).last_hidden_state
+            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # padding does not count
+            out.append(_unit((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).cpu())
+        return torch.cat(out).numpy()
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -4,8 +4,9 @@ is embedded to search them. It fills the library's "bridge" channel and the untr
 The card chooses the implementation (`zero_shot_channel`):
 - `ImageNetBridge` (damo-tiny, whose vision backbone is an ImageNet classifier with no text side): the frames'
   class probabilities mapped into MiniLM's text space (`pipeline.bridge`); queries are MiniLM vectors.
-- `ImageTextTower` (a hub card whose vision tower is an image-text model, SigLIP): the frames' own image embeddings,
-  searched with the tower's text embedding of the query, scored on the model's own sigmoid calibration.
+- `ImageTextTower` (a hub card whose vision tower is an image-text model, SigLIP or CLIP): the frames' own image
+  embeddings, searched with the tower's text embedding of the query, scored on SigLIP's own sigmoid calibration
+  (CLIP: a fixed one).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from damo_cli.pipeline.search import CALIBRATION, Calibration
 # weight keeps a zero-shot visual match below a clear spoken or on-screen match, as the ImageNet bridge's 0.6 does,
 # but higher, since the tower was trained on image-text pairs. Not yet measured on real footage with real weights.
 TOWER_FLOOR_P, TOWER_CEILING_P, TOWER_WEIGHT = 1e-3, 0.5, 0.8
+# CLIP has no per-pair probability (softmax-trained): cosines of CLIP ViT-L/14 as commonly reported, unrelated
+# captions around 0.15-0.2 and good matches 0.25-0.35. Not measured here.
+CLIP_CALIBRATION = Calibration(TOWER_WEIGHT, 0.18, 0.3)
 
 
 class ZeroShotChannel(Protocol):
@@ -85,6 +89,8 @@ class ImageTextTower:
     @property
     def calibration(self) -> Calibration:
         scale, bias = self.tower.logit_scale_bias
+        if bias is None:
+            return CLIP_CALIBRATION
         floor = (math.log(TOWER_FLOOR_P / (1 - TOWER_FLOOR_P)) - bias) / scale
         ceiling = (math.log(TOWER_CEILING_P / (1 - TOWER_CEILING_P)) - bias) / scale
         return Calibration(TOWER_WEIGHT, floor, ceiling)
