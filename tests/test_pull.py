@@ -244,7 +244,7 @@ def test_a_card_without_pinned_revisions_says_so():
         [sys.executable, "-m", "damo_cli", "models", "pull", "damo-base"], capture_output=True, text=True, timeout=60
     )
     line = one_line_error(result)
-    assert "damo-base has no pinned revision yet for visual (google/siglip-base-patch16-224)" in line
+    assert "damo-base has no pinned revision yet for visual (google/siglip2-base-patch16-224)" in line
     assert pull_state(load_card("damo-7b")).status == "unpinned"
     assert pull_state(load_card("damo-tiny")).status == "packaged"
 
