@@ -316,3 +316,15 @@ def test_on_a_gpu_the_towers_run_in_half_precision_close_to_the_cpu(here):
     got = tower.encode(frames())
     assert got.global_.dtype == torch.float32 and got.global_.device.type == "cpu"
     assert torch.nn.functional.cosine_similarity(got.image_embeds, cpu.image_embeds).min() > 0.99
+
+
+def test_the_api_searches_the_towers_channel_beside_the_lines_of_words(here, video, tmp_path):
+    """Through `damo_cli.load` (what `damo search` and `damo serve` run): the hits carry the zero-shot channel's
+    evidence, found with the tower's query (the text encoder's 12-d vector cannot search the 16-d frames)."""
+    import damo_cli
+
+    session = damo_cli.load(CARD, device="cpu")
+    assert session.index([video], library=tmp_path / "lib").to_json()["indexed"] == 1
+    hits = session.search("a test pattern", k=5, library=tmp_path / "lib")
+    assert hits and any("bridge" in hit.channels for hit in hits)
+    assert all(0.0 <= hit.score <= 1.0 for hit in hits)
