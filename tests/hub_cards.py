@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from hub_server import MockHub
 
@@ -123,6 +124,42 @@ def build_clip(folder: Path) -> Path:
     CLIPImageProcessor(size=size, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+SIGLIP2_REPO = "damo-test/tiny-siglip2-naflex"
+
+
+def build_siglip2(folder: Path) -> Path:
+    """A tiny random SigLIP 2 NaFlex model: patches of each image's own aspect, a patch mask and the patch grid."""
+    import torch
+    from transformers import Siglip2Config, Siglip2ImageProcessor, Siglip2Model
+
+    from damo_cli.model.testing import tiny_tokenizer
+
+    tokenizer = _with_unk(tiny_tokenizer())  # SigLIP 2's tokenizer class (Gemma's) rebuilds it around <unk>
+    layers = {"num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32, "hidden_size": DIM}
+    ids = {"eos_token_id": tokenizer.eos_token_id, "bos_token_id": tokenizer.bos_token_id,
+           "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
+    torch.manual_seed(2)
+    text = {**layers, "vocab_size": len(tokenizer), "max_position_embeddings": 16, **ids}
+    vision = {**layers, "patch_size": PATCH, "num_patches": (IMAGE_SIZE // PATCH) ** 2}
+    Siglip2Model(Siglip2Config(text_config=text, vision_config=vision)).save_pretrained(folder, safe_serialization=True)
+    Siglip2ImageProcessor(patch_size=PATCH, max_num_patches=(IMAGE_SIZE // PATCH) ** 2).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _with_unk(tokenizer: Any) -> Any:
+    """The tiny tokenizer with an <unk> in its model's own vocabulary."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    spec["model"]["vocab"]["<unk>"] = len(spec["model"]["vocab"]) + len(spec["added_tokens"])
+    spec["model"]["unk_token"] = "<unk>"
+    core = Tokenizer.from_str(json.dumps(spec))
+    specials = {k: getattr(tokenizer, k) for k in ("eos_token", "pad_token", "bos_token")}
+    return PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", **specials)
 
 
 def serve(hub: MockHub, folders: dict[str, Path]) -> None:

@@ -15,12 +15,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hub_cards import CARD, CLIP_REPO, REPOS, build_checkpoints, build_clip, serve, write_card
+from hub_cards import (
+    CARD,
+    CLIP_REPO,
+    REPOS,
+    SIGLIP2_REPO,
+    build_checkpoints,
+    build_clip,
+    build_siglip2,
+    serve,
+    write_card,
+)
 from hub_server import MockHub
 
 torch = pytest.importorskip("torch")
 
 CLIP_CARD = "hub-tiny-clip"  # the same card with a CLIP tower (damo-7b's kind)
+SIGLIP2_CARD = "hub-tiny-siglip2"  # ... and with a SigLIP 2 NaFlex tower
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
@@ -30,6 +41,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory):
     with MockHub() as server:
         serve(server, folders)
         server.add_folder(CLIP_REPO, build_clip(tmp_path_factory.mktemp("tiny-clip")))
+        server.add_folder(SIGLIP2_REPO, build_siglip2(tmp_path_factory.mktemp("tiny-siglip2")))
         yield server
 
 
@@ -48,6 +60,7 @@ def env(hub: MockHub, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str
     root = tmp_path_factory.mktemp("hub-user")
     write_card(root / "models", hub)
     write_card(root / "models", hub, name=CLIP_CARD, visual_repo=CLIP_REPO)
+    write_card(root / "models", hub, name=SIGLIP2_CARD, visual_repo=SIGLIP2_REPO)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_OFFLINE"))}
     return {
         **base,
@@ -68,7 +81,7 @@ def damo(env: dict[str, str], *args: str, **extra: str) -> subprocess.CompletedP
 
 @pytest.fixture(scope="module")
 def pulled(env: dict[str, str]) -> dict[str, str]:
-    for card in (CARD, CLIP_CARD):
+    for card in (CARD, CLIP_CARD, SIGLIP2_CARD):
         result = damo(env, "models", "pull", card)
         assert result.returncode == 0, result.stderr
     return env
@@ -208,6 +221,33 @@ def test_a_clip_tower_equals_the_transformers_reference(here):
     assert torch.equal(got.local, vision.last_hidden_state[:, 1:])
     assert np.array_equal(tower.embed_text(texts), torch.nn.functional.normalize(expected_text, dim=-1).numpy())
     assert ImageTextTower(lambda: tower).calibration == CLIP_CALIBRATION
+
+
+def test_a_siglip2_naflex_tower_equals_the_transformers_reference(here):
+    """SigLIP 2 NaFlex: the processor's patch mask and per-image patch grid reach the model; the local map is that
+    grid's real patches."""
+    from transformers import AutoImageProcessor, AutoTokenizer, Siglip2Model
+
+    from damo_cli.cards import load_card
+    from damo_cli.encoders.hub_backbones import pulled_folder
+    from damo_cli.encoders.loader import load_backbone
+
+    card = load_card(SIGLIP2_CARD)
+    tower = load_backbone(card, "visual", "cpu")
+    folder = str(pulled_folder(card, "visual").path)
+    reference = Siglip2Model.from_pretrained(folder, local_files_only=True).eval()
+    images, texts = frames(), ["a dog jumps", "a door"]
+    with torch.no_grad():
+        pixels = AutoImageProcessor.from_pretrained(folder)(images=list(images), return_tensors="pt")
+        assert set(pixels) == {"pixel_values", "pixel_attention_mask", "spatial_shapes"}
+        expected = reference.get_image_features(**pixels)
+        ids = AutoTokenizer.from_pretrained(folder)(texts, padding="max_length", max_length=16, return_tensors="pt")
+        expected_text = reference.get_text_features(input_ids=ids["input_ids"]).pooler_output
+    got = tower.encode(images)
+    assert torch.equal(got.global_, expected.pooler_output)
+    assert torch.equal(got.image_embeds, torch.nn.functional.normalize(expected.pooler_output, dim=-1))
+    assert torch.equal(got.local, expected.last_hidden_state[:, :16])  # a 4 x 4 patch grid per 32 px frame
+    assert np.array_equal(tower.embed_text(texts), torch.nn.functional.normalize(expected_text, dim=-1).numpy())
 
 
 def test_the_whisper_encoder_equals_the_transformers_reference(here):

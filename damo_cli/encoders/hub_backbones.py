@@ -128,7 +128,8 @@ class HubVisionTower:
         self.device = device
         self.model, self.processor, self.tokenizer = _image_text_model(self.pulled.path, device)
         vision = self.model.config.vision_config
-        self.grid = int(backbone.params.get("grid", vision.image_size // vision.patch_size))
+        patches = getattr(vision, "num_patches", None) or (vision.image_size // vision.patch_size) ** 2  # SigLIP 2
+        self.grid = int(backbone.params.get("grid", math.isqrt(patches)))
         self.text_length = int(self.model.config.text_config.max_position_embeddings)
         self.clip = type(self.model).__name__ == "CLIPModel"  # a CLS token, projected embeddings, softmax-trained
         self.dim = int(vision.hidden_size)  # the global vector and local tokens
