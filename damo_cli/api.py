@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from damo_cli.pipeline.analyse import Analyser, LoadedModel, VideoAnalysis
     from damo_cli.pipeline.ask import AskResult
     from damo_cli.pipeline.indexer import IndexReport
+    from damo_cli.pipeline.ray_index import RayPlan
     from damo_cli.pipeline.search import SearchHit
     from damo_cli.store import Library
 
@@ -192,18 +193,28 @@ class Session:
         extensions: Iterable[str] | None = None,
         workers: int = 1,
         on_event: IndexEvent | None = None,
+        ray: str | RayPlan | None = None,
     ) -> IndexReport:
         """Store videos (files, or folders walked for `extensions`) in the library for search; unchanged files are
-        skipped and moved files are not encoded again. Errors per file are in the report, not raised."""
+        skipped and moved files are not encoded again. Errors per file are in the report, not raised.
+
+        ray: decode and encode on a Ray cluster ("auto" or its address, or a `RayPlan`; `workers` is then ignored),
+        storing here as without it (needs `pip install 'damo-cli[ray]'`)."""
         from damo_cli.pipeline.indexer import VIDEO_EXTENSIONS, Indexer
 
         if isinstance(paths, str | Path):
             paths = [paths]  # one folder or file, not the letters of its name
         roots = [local_path(Path(p).expanduser()) for p in paths]
         with _opened(library, create=True) as lib:
-            indexer = Indexer(
-                self.model.source, self.device, lib, workers, model=self.model, make_analyser=lambda: self.analyser
-            )
+            shared = {"model": self.model, "make_analyser": lambda: self.analyser}
+            if ray is None:
+                indexer = Indexer(self.model.source, self.device, lib, workers, **shared)
+            else:
+                from damo_cli.pipeline.ray_index import RayIndexer, RayPlan, require_ray
+
+                require_ray()
+                plan = ray if isinstance(ray, RayPlan) else RayPlan(address=ray)
+                indexer = RayIndexer(self.model.source, self.device, lib, plan=plan, **shared)
             return indexer.run(roots, extensions or VIDEO_EXTENSIONS, on_event or (lambda *_: None))
 
     def describe(self) -> dict:

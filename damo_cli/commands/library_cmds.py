@@ -29,7 +29,15 @@ def index(
     extensions: str = typer.Option(
         "mp4,m4v,mov,mkv,webm,avi,mpg,mpeg,wmv,flv,3gp,ts,mts,m2ts", "--ext", help="Video extensions to pick up."
     ),
-    workers: int = typer.Option(1, "--workers", min=1, help="Processes that decode and encode in parallel."),
+    workers: int = typer.Option(
+        None, "--workers", min=1, help="Processes that decode and encode in parallel (with --ray: Ray actors)."
+    ),
+    ray_address: str = typer.Option(
+        None,
+        "--ray",
+        help="Decode and encode on a Ray cluster: its address (HOST:PORT), or auto (RAY_ADDRESS, a cluster started "
+        "on this machine, else a local one). Needs pip install 'damo-cli[ray]'.",
+    ),
     library_dir: Path = LIBRARY_OPTION,
     json_output: bool = typer.Option(False, "--json", help="Print one JSON summary object."),
     stats: bool = typer.Option(False, "--stats", help="Show what the library holds, then exit."),
@@ -47,6 +55,12 @@ def index(
         return
     if not paths:
         raise DamoError("give at least one video or folder to index (or --stats)")
+    plan = None
+    if ray_address is not None:
+        from damo_cli.pipeline.ray_index import RayPlan, require_ray
+
+        require_ray()  # one line before anything loads when the extra is missing
+        plan = RayPlan(nonblank(ray_address, "--ray address").strip(), actors=workers, device=device)
     console = Console(stderr=True)
     if rebuild:
         library, aside = Library.quarantine_and_recreate(library_dir)
@@ -86,7 +100,7 @@ def index(
 
     with progress:
         task = progress.add_task("scanning", total=None)
-        report = session.index(paths, library, extensions=exts, workers=workers, on_event=on_event)
+        report = session.index(paths, library, extensions=exts, workers=workers or 1, on_event=on_event, ray=plan)
     if json_output:
         typer.echo(json.dumps(report.to_json()))
     else:
