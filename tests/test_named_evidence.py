@@ -183,3 +183,24 @@ def test_colour_names_of_plain_and_mixed_pictures() -> None:
     frame = np.full((60, 80, 3), 128, np.uint8)
     frame[20:35, 30:45] = (220, 30, 30)
     assert main_colours(colour_shares(frame))[:2] == ["red", "grey"]
+
+
+def test_a_colour_question_names_the_colour_of_the_thing_not_of_the_picture(tmp_path: Path) -> None:
+    # A ginger cat (scikit-image's photograph) on the left half, a blue panel on the right: the picture's main
+    # colour is the blue, the cat's are orange and brown. The class activation of "cat" finds the left half.
+    cv2 = pytest.importorskip("cv2")
+    data = pytest.importorskip("skimage.data")
+    from damo_cli.encoders.colours import colour_shares, main_colours
+
+    frame = np.zeros((360, 640, 3), np.uint8)
+    frame[:, :320] = cv2.resize(data.chelsea(), (320, 360))
+    frame[:, 320:] = (30, 60, 220)
+    assert main_colours(colour_shares(frame))[0] == "blue"  # what the whole picture says
+    video = write_video(tmp_path / "cat.mp4", [frame] * (4 * FPS), None)
+    result = damo("ask", str(video), "what colour is the cat?", "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)["answer"]
+    named = answer.split("the colours there are")[-1]
+    assert "cat" in answer.split(";")[0]  # it says what it took the cat to be
+    assert named.strip().split()[0].strip(",") in ("orange", "brown"), answer
+    assert "blue" not in named, answer

@@ -13,12 +13,28 @@ NAMES = ("black", "grey", "white", "red", "orange", "brown", "yellow", "green", 
 THUMB = (96, 54)  # colours are read on a small copy: shares do not need detail
 
 
-def colour_shares(frame: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (11,) share of pixels per name in NAMES (sums to 1)."""
+def colour_shares(frame: np.ndarray, where: np.ndarray | None = None, level: float = 0.5) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (11,) share of pixels per name in NAMES (sums to 1).
+
+    `where` (any 2-D map of the frame, e.g. a 7x7 class activation in [0, 1]) narrows the count to the pixels where
+    it is at least `level`, stretched over the frame: the colours of one thing, not of the whole picture."""
     import cv2
 
     small = cv2.resize(np.ascontiguousarray(frame), THUMB, interpolation=cv2.INTER_AREA)
-    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV_FULL).reshape(-1, 3).astype(np.float32)
+    names = pixel_names(small)
+    if where is not None:
+        stretched = cv2.resize(np.asarray(where, dtype=np.float32), THUMB, interpolation=cv2.INTER_LINEAR)
+        names = names[stretched.reshape(-1) >= level]
+        if len(names) == 0:
+            return np.zeros(len(NAMES), dtype=np.float32)
+    return np.bincount(names, minlength=len(NAMES)).astype(np.float32) / len(names)
+
+
+def pixel_names(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H * W,) index into NAMES of each pixel's colour name."""
+    import cv2
+
+    hsv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2HSV_FULL).reshape(-1, 3).astype(np.float32)
     hue, sat, val = hsv[:, 0] * (360.0 / 256.0), hsv[:, 1] / 255.0, hsv[:, 2] / 255.0
     names = np.full(len(hue), NAMES.index("grey"))
     chromatic = (sat >= 0.25) & (val >= 0.25)
@@ -31,7 +47,7 @@ def colour_shares(frame: np.ndarray) -> np.ndarray:
     brown = np.isin(coloured, [NAMES.index("orange"), NAMES.index("red")]) & (val < 0.55)
     coloured[brown] = NAMES.index("brown")
     names[chromatic] = coloured[chromatic]
-    return np.bincount(names, minlength=len(NAMES)).astype(np.float32) / len(names)
+    return names
 
 
 def main_colours(shares: np.ndarray, count: int = 3, floor: float = 0.03) -> list[str]:

@@ -100,6 +100,22 @@ class VisualEncoder:
         local = fmap.flatten(2).transpose(1, 2)  # (N, 49, 1280)
         return VisualFeatures(global_=fmap.mean(dim=(2, 3)), local=local, class_probs=logits.softmax(dim=-1))
 
+    def feature_maps(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames (N, H, W, 3) uint8 -> feature maps (N, 1280, 7, 7) and class probabilities (N, 1000)."""
+        fmap, logits = self._run(frames)
+        return fmap, logits.softmax(dim=-1)
+
+    def class_activation(self, fmap: torch.Tensor, class_index: int) -> np.ndarray:
+        """Where in each frame a class's evidence is: (N, 1280, 7, 7) maps -> (N, 7, 7), scaled to [0, 1] per frame.
+
+        The feature map weighted by the class's row of the classifier (the class's logit is this map's mean plus a
+        bias): the cells that made the network say "Labrador retriever", whose colour is what is asked about."""
+        row = self.net._fc.weight.detach()[class_index].to(fmap.dtype).cpu()  # (1280,)
+        maps = torch.einsum("nchw,c->nhw", fmap, row).numpy()
+        low = maps.min(axis=(1, 2), keepdims=True)
+        high = maps.max(axis=(1, 2), keepdims=True)
+        return (maps - low) / np.maximum(high - low, 1e-6)
+
     def classify(self, frames: np.ndarray) -> torch.Tensor:
         """ImageNet class probabilities (N, 1000)."""
         _, logits = self._run(frames)

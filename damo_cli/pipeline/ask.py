@@ -18,7 +18,15 @@ import numpy as np
 
 from damo_cli.model.localize import DEFAULT_SETTINGS, decode_curve, smooth, speech_moments
 from damo_cli.pipeline.analyse import Analyser, VideoAnalysis
-from damo_cli.pipeline.evidence import NamedEvidence, describe, gather, is_sound_question, is_text_question
+from damo_cli.pipeline.evidence import (
+    NamedEvidence,
+    describe,
+    gather,
+    is_colour_question,
+    is_sound_question,
+    is_text_question,
+    thing_colours,
+)
 from damo_cli.pipeline.search import CALIBRATION, Calibration, query_words, word_coverage
 from damo_cli.pipeline.zero_shot import own_query
 from damo_cli.store import Moment
@@ -187,6 +195,9 @@ def _generate(
         # question is answered from the evidence.
         return evidence_answer(analysis, moments), moments
     named = gather(analysis, query_vector, analyser.class_embeddings, moments)
+    if is_colour_question(question):
+        text, classes = analyser.text, analyser.class_embeddings
+        named.thing = thing_colours(analyser.features.visual, text, classes, analysis.path, named.span, question)
     spoken = any(s.text.strip() for s in analysis.transcript)
     if is_text_question(question) and named.written or is_speech_question(question) and not spoken and named.written:
         # what is written is on screen word for word: quoted, not paraphrased, with the times it is shown

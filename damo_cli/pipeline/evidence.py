@@ -4,7 +4,9 @@
   ranked by how likely they are and how related they are to the question ("what animal" favours "cockatoo" over
   "window screen");
 - written: lines of on-screen text (PP-OCR);
-- heard: sound events (speech, singing, music) and the transcript lines.
+- heard: sound events (speech, singing, music) and the transcript lines;
+- the colours of the thing a colour question is about (`thing_colours`): the ImageNet class most like it is located
+  in a few frames by its class activation map, and the colours of those pixels are named.
 
 `describe` writes an answer from them, always in words: the named things most related to the question first, and
 what else is seen when nothing fits, so a question is never answered with a time range alone.
@@ -14,14 +16,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from damo_cli.encoders.audio import TranscriptSegment
-from damo_cli.encoders.colours import main_colours
+from damo_cli.encoders.colours import colour_shares, main_colours
 from damo_cli.encoders.screen_text import ScreenText
 from damo_cli.encoders.sounds import SoundEvent
 from damo_cli.encoders.visual import imagenet_class_names
+from damo_cli.errors import DamoError
+from damo_cli.media import FrameReader
 from damo_cli.pipeline.analyse import VideoAnalysis
 from damo_cli.timestamps import format_moment
 
@@ -29,6 +35,12 @@ CANDIDATE_CLASSES = 12  # most probable classes considered; beyond them ImageNet
 SEEN_NAMED = 3  # classes named in an answer
 RELEVANCE_GAIN = 4.0  # how much relatedness to the question can lift a less probable class
 LOCALISED = 0.3  # a top moment at least this confident (and not the whole clip) narrows what is looked at
+# A colour question's thing: looked for in this many frames (decoded when asked: the cache keeps no full frames);
+# its pixels are where the class activation reaches this share of the frame's range. Chosen on the real clips'
+# train split (39 colour questions): the thing's colours named the expected one for 24 against 19 for the whole
+# picture's; levels 0.5-0.75 gave 23-24, 0.3 gave 20, 0.9 gave 19.
+THING_FRAMES = 4
+THING_LEVEL = 0.75
 
 _TEXT_QUESTION = re.compile(
     r"\b(?:written|writ(?:e|es|ing)|text|word|words|spell(?:s|ed|ing)?|label|labels|watermark|logo|logos"
@@ -37,7 +49,18 @@ _TEXT_QUESTION = re.compile(
     re.IGNORECASE,
 )
 _COLOUR_QUESTION = re.compile(r"\bcolou?rs?\b|\bcolou?red\b", re.IGNORECASE)
+_COLOUR_SUBJECT = re.compile(r"colou?rs?\s+(?:is|are|was|were|does|do|of)?\s*(.*?)\s*\??$", re.IGNORECASE)
+_DETERMINER = re.compile(r"^(?:the|a|an|this|that|these|those|his|her|their|its|my|your|our)\s+", re.IGNORECASE)
 _SOUND_QUESTION = re.compile(r"\b(?:hear|heard|sound|sounds|music|song|songs|noise|singing|sings|sing)\b", re.I)
+
+
+@dataclass
+class ThingColours:
+    """The colours of the thing a question asks about, and how it was found."""
+
+    phrase: str  # what the question asks about: "the man's t-shirt"
+    seen_as: str  # the ImageNet class whose activation located it: "jersey"
+    colours: list[str]  # main colour names of its pixels, chromatic first
 
 
 @dataclass
@@ -48,6 +71,7 @@ class NamedEvidence:
     heard: list[SoundEvent] = field(default_factory=list)
     said: list[TranscriptSegment] = field(default_factory=list)
     colours: list[str] = field(default_factory=list)  # the main colour names of the frames looked at
+    thing: ThingColours | None = None  # a colour question's thing, when it could be located
 
     def as_text(self) -> str:
         """The evidence as plain lines, for the LLM's prompt."""
@@ -58,6 +82,8 @@ class NamedEvidence:
             parts.append("Written on screen: " + "; ".join(f'"{t.text}"' for t in self.written[:6]) + ".")
         if self.heard:
             parts.append("Heard: " + ", ".join(sorted({e.label for e in self.heard})) + ".")
+        if self.thing is not None:
+            parts.append(f"Colours of {self.thing.phrase}: " + ", ".join(self.thing.colours) + ".")
         if self.colours:
             parts.append("Main colours: " + ", ".join(self.colours) + ".")
         if self.said:
@@ -101,6 +127,43 @@ def gather(
     return evidence
 
 
+def colour_subject(question: str) -> str:
+    """'What colour is the man's t-shirt?' -> "the man's t-shirt" (the question itself when it has no such form)."""
+    match = _COLOUR_SUBJECT.search(question.strip())
+    phrase = match.group(1).strip() if match and match.group(1).strip() else question.strip().rstrip("?")
+    return phrase if _DETERMINER.match(phrase) else f"the {phrase}"
+
+
+def thing_colours(
+    visual: Any,
+    text: Any,
+    class_embeddings: np.ndarray | None,
+    path: Path,
+    span: tuple[float, float],
+    question: str,
+) -> ThingColours | None:
+    """The colours of what a colour question asks about, in a few frames of `span`; None when it cannot be located
+    (a visual backbone without ImageNet classes, or frames that will not decode): the picture's colours are used."""
+    if class_embeddings is None or not hasattr(visual, "class_activation"):
+        return None
+    try:
+        with FrameReader(path) as reader:
+            frames = reader.sample(num_frames=THING_FRAMES, start=span[0], end=span[1]).frames
+    except (DamoError, ValueError, OSError):
+        return None
+    fmap, probs = visual.feature_maps(frames)
+    mean = probs.mean(0).numpy()  # (1000,)
+    candidates = np.argsort(-mean)[:CANDIDATE_CLASSES]
+    phrase = colour_subject(question)
+    wanted = text.encode([f"a photo of a {_DETERMINER.sub('', phrase)}"])[0]
+    relevance = np.clip(class_embeddings[candidates] @ wanted, 0.0, None)
+    chosen = int(candidates[np.argmax(mean[candidates] * (1.0 + RELEVANCE_GAIN * relevance))])
+    maps = visual.class_activation(fmap, chosen)  # (F, 7, 7)
+    shares = np.mean([colour_shares(f, where=m, level=THING_LEVEL) for f, m in zip(frames, maps, strict=True)], 0)
+    colours = main_colours(shares)
+    return ThingColours(phrase, imagenet_class_names()[chosen], colours) if colours else None
+
+
 def _colours(analysis: VideoAnalysis, start: float, end: float) -> list[str]:
     times = analysis.colour_times
     if len(times) == 0:
@@ -138,6 +201,11 @@ def describe(question: str, evidence: NamedEvidence) -> str:
     if is_text_question(question) and evidence.written:
         quoted = "; ".join(f'"{t.text}" ({format_moment(t.start, t.end)})' for t in evidence.written[:4])
         return f"It says {quoted}."
+    if is_colour_question(question) and evidence.thing is not None:
+        named = _listed(evidence.thing.colours)
+        seen_as = evidence.thing.seen_as
+        thing = f"I take {evidence.thing.phrase} to be where I see {_article(seen_as)} {seen_as}"
+        return f"{thing}; the colours there are {named}, {where}."
     if is_colour_question(question) and evidence.colours:
         *most, last = evidence.colours
         named = f"{', '.join(most)} and {last}" if most else last
@@ -164,6 +232,11 @@ def describe(question: str, evidence: NamedEvidence) -> str:
     if evidence.written:
         return f'I can\'t tell; on screen it says "{evidence.written[0].text}".'
     return "I can't tell from what I can see or hear in this video."
+
+
+def _listed(names: list[str]) -> str:
+    *most, last = names
+    return f"{', '.join(most)} and {last}" if most else last
 
 
 def _heard_seconds(events: list[SoundEvent], label: str) -> float:
