@@ -270,6 +270,16 @@ def test_the_whisper_encoder_equals_the_transformers_reference(here):
     # the full model transcribes (noise from a random model, but one line per window with sound, timed to it)
     lines = whisper.transcribe(samples)
     assert [(s.start, s.end) for s in lines] == [(0.0, 30.0), (30.0, 40.0)]
+    # the cached greedy decoding gives the tokens a plain argmax over the reference model's full prefix gives
+    config, ids = reference.config, [reference.config.decoder_start_token_id]
+    with torch.no_grad():
+        for _ in range(config.max_target_positions - 2):
+            step = reference(input_features=mel.input_features[:1], decoder_input_ids=torch.tensor([ids]))
+            token = int(step.logits[0, -1].argmax())
+            if token == config.eos_token_id:
+                break
+            ids.append(token)
+    assert lines[0].text == whisper.tokenizer.decode(ids[1:], skip_special_tokens=True).strip()
     assert whisper.transcribe(np.zeros(16000 * 5, np.float32)) == []  # silence: no invented words
 
 

@@ -316,14 +316,22 @@ class HubWhisper:
         if told is not None and len(forced) == 2:
             ids += [told, *forced]
         limit = min(MAX_TRANSCRIPT_TOKENS, int(config.max_target_positions) - 1)
+        # The decoder's key/value cache: only new tokens are fed. Without it every step re-ran the decoder over the
+        # whole prefix: 60 tokens of a Whisper-small-sized decoder took 214 s instead of 17 s on 2 busy CPU cores.
+        cache, fresh = None, ids
         while len(ids) < limit:
-            logits = self.model(encoder_outputs=encoded, decoder_input_ids=torch.tensor([ids], device=self.device))
-            token = int(logits.logits[0, -1].argmax())
+            out = self.model(
+                encoder_outputs=encoded, decoder_input_ids=torch.tensor([fresh], device=self.device), cache=cache,
+                use_cache=True,
+            )  # fmt: skip
+            cache, token = out.cache, int(out.logits[0, -1].argmax())
             if token == config.eos_token_id:
                 break
             ids.append(token)
+            fresh = [token]
             if len(ids) == 2 and len(forced) == 2 and told is None:  # the language the model chose, then the task
                 ids += forced
+                fresh = [token, *forced]
         return self.tokenizer.decode(ids[1:], skip_special_tokens=True).strip()
 
     def _token(self, token: str) -> int | None:
