@@ -1,8 +1,9 @@
 """Isolated state for each measurement: a fresh DAMO_HOME per run, so "cold" really has nothing cached.
 
-A fresh home still links the user's derived weights (assembled Whisper, the SmolLM2 safetensors, the bridge's class
-embeddings) and copies their sha256 memo: a cold run then measures what a user with an installed damo waits for
-(decode, encode, fuse, answer), not the one-time GGUF conversion or weight hashing.
+A fresh home still links the user's derived weights (assembled Whisper, the SmolLM2 safetensors, the ONNX Runtime
+exports of EfficientNet and MiniLM, the bridge's class embeddings) and copies their sha256 memo: a cold run then
+measures what a user with an installed damo waits for (decode, encode, fuse, answer), not the one-time GGUF
+conversion, exports or weight hashing.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-SHARED_CACHES = ("weights", "bridge")  # derived once per installation, never per video
+SHARED_CACHES = ("weights", "bridge", "onnx")  # derived once per installation, never per video
 SHARED_FILES = ("verified.json",)  # sha256 memo of the packaged weight files
 
 
