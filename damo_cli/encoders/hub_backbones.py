@@ -135,6 +135,7 @@ class HubVisionTower:
         self.dim = int(vision.hidden_size)  # the global vector and local tokens
         self.embed_dim = int(getattr(self.model.config, "projection_dim", None) or self.dim)  # the image-text space
         self.fingerprint = self.pulled.fingerprint
+        self._classes: torch.Tensor | None = None  # the ImageNet class prompts' embeddings, made on first encode
         per_frame = 4 * self.dim * (self.grid**2 + 1) * vision.num_hidden_layers  # rough activations per frame
         self.batch_size = batch_size(device, per_frame)
 
@@ -209,9 +210,8 @@ class HubVisionTower:
 
     def class_embeddings(self) -> torch.Tensor:
         """(1000, E) text embeddings of the ImageNet class prompts, computed once per model and cached on disk."""
-        cached = getattr(self, "_classes", None)
-        if cached is not None:
-            return cached
+        if self._classes is not None:
+            return self._classes
         names = imagenet_class_names()
         key = hashlib.sha256(("\n".join(names) + CLASS_PROMPT + self.fingerprint).encode()).hexdigest()[:16]
         path = cache_dir() / "hub-classes" / f"{key}.npy"
