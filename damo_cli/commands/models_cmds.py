@@ -139,7 +139,8 @@ def prepare(
     name: str = typer.Argument("damo-tiny", help="Model card to prepare."),
     device: str = typer.Option("auto", help="cpu, cuda, mps or auto."),
 ) -> None:
-    """Verify a card's weights and build its derived caches once (assembled Whisper, LLM as safetensors)."""
+    """Verify a card's weights and build its derived caches once (assembled Whisper, LLM as safetensors, the ONNX
+    Runtime exports of the visual and text encoders)."""
     from damo_cli.cards import load_card
     from damo_cli.device import resolve_device
     from damo_cli.encoders import loader
@@ -150,8 +151,10 @@ def prepare(
     for role in ("visual", "audio", "text", "llm"):
         start = time.perf_counter()
         with console.status(_loading_message(card, role)):
-            loader.load_backbone(card, role, resolved)
-        typer.echo(f"{role:<7} ready in {time.perf_counter() - start:.2f} s")
+            backbone = loader.load_backbone(card, role, resolved)
+        runtime = getattr(backbone, "runtime", None)  # onnxruntime where an export runs it, else torch
+        shown = f" ({runtime})" if runtime else ""
+        typer.echo(f"{role:<7} ready in {time.perf_counter() - start:.2f} s{shown}")
 
 
 def _loading_message(card: ModelCard, role: str) -> str:
