@@ -4,7 +4,9 @@
 none at all under `torch.device("meta")`, which is how `damo models info` counts parameters without downloading).
 Only the classes below are accepted: a card cannot name arbitrary code.
 
-The adapters turn a tower's outputs into what DamoModel reads:
+What runs when a hub card indexes or answers is `damo_cli.encoders.hub_backbones` (the full image-text model, its
+processor and tokenizer, from the pulled files); these adapters are the same mapping on a bare tower, for the model's
+own tests. The adapters turn a tower's outputs into what DamoModel reads:
 - VisionTower (CLIPVisionModel, SiglipVisionModel): global = the tower's pooled output (CLIP: the post-LayerNorm CLS
   token; SigLIP, which has no CLS: its attention-pooling head), local = the last layer's patch tokens (CLIP drops the
   CLS), a row-major g x g grid. The last layer, not the penultimate one LLaVA uses, so global and local agree.
