@@ -82,3 +82,10 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("damo: interrupted", err=True)
         sys.exit(130)
+    except Exception as err:  # a GPU out of memory anywhere (fusion, the LLM, training): one line with the fix
+        from damo_cli.device import OOM_FIX, is_cuda_out_of_memory
+
+        if not is_cuda_out_of_memory(err):
+            raise
+        typer.secho(f"damo: error: the GPU ran out of memory: {OOM_FIX}", err=True, fg=typer.colors.RED)
+        sys.exit(DamoError.exit_code)

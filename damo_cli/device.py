@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -68,6 +69,12 @@ def batch_size(device: str, bytes_per_item: int, cpu_default: int = 16, cap: int
 
 
 OOM_FIX = "use a smaller batch (DAMO_BATCH=4) or run on the CPU (--device cpu)"
+
+
+def is_cuda_out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is torch's CUDA out-of-memory error (without importing torch where it was never loaded)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(err, torch.cuda.OutOfMemoryError)
 
 
 @contextmanager

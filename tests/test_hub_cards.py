@@ -378,3 +378,17 @@ def test_the_api_searches_the_towers_channel_beside_the_lines_of_words(here, vid
     hits = session.search("a test pattern", k=5, library=tmp_path / "lib")
     assert hits and any("bridge" in hit.channels for hit in hits)
     assert all(0.0 <= hit.score <= 1.0 for hit in hits)
+
+
+def test_the_cli_turns_a_cuda_out_of_memory_anywhere_into_one_line(monkeypatch, capsys):
+    from damo_cli import cli
+
+    def run_out_of_memory() -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(cli, "app", run_out_of_memory)
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 1 and len(lines) == 1
+    assert lines[0].startswith("damo: error: the GPU ran out of memory") and "--device cpu" in lines[0]
