@@ -68,7 +68,7 @@ def batch_size(device: str, bytes_per_item: int, cpu_default: int = 16, cap: int
     return int(max(1, min(cap, free // 4 // max(bytes_per_item, 1))))
 
 
-OOM_FIX = "use a smaller batch (DAMO_BATCH=4) or run on the CPU (--device cpu)"
+OOM_FIX = "run on the CPU (--device cpu), or give hub backbones a smaller batch (DAMO_BATCH=4)"
 
 
 def is_cuda_out_of_memory(err: BaseException) -> bool:
