@@ -281,6 +281,10 @@ def test_the_whisper_encoder_equals_the_transformers_reference(here):
             ids.append(token)
     assert lines[0].text == whisper.tokenizer.decode(ids[1:], skip_special_tokens=True).strip()
     assert whisper.transcribe(np.zeros(16000 * 5, np.float32)) == []  # silence: no invented words
+    from damo_cli.errors import ModelError
+
+    with pytest.raises(ModelError, match="greedily"):  # what `damo transcribe --beam-size 5` asks
+        whisper.transcribe(samples, beam_size=5)
 
 
 def test_the_zero_shot_channel_searches_frames_with_the_towers_own_text_embedding(here, video):

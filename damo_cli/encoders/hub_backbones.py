@@ -289,8 +289,13 @@ class HubWhisper:
         return out
 
     @torch.inference_mode()
-    def transcribe(self, samples: np.ndarray, language: str | None = None) -> list[TranscriptSegment]:
-        """One line per 30 s window that holds sound, timed to the window (no word times); none without a tokenizer."""
+    def transcribe(
+        self, samples: np.ndarray, language: str | None = None, beam_size: int = 1
+    ) -> list[TranscriptSegment]:
+        """One line per 30 s window that holds sound, timed to the window (no word times); none without a tokenizer.
+        Greedy decoding only (`damo transcribe --beam-size` is for the packaged faster-whisper)."""
+        if beam_size != 1:
+            raise ModelError("a hub card's Whisper decodes greedily: drop --beam-size (or use damo-tiny for beams)")
         if self.tokenizer is None:
             return []
         segments = []
