@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from damo_cli.bench.indexing import DecodeEverything
 from damo_cli.bench.report import Figure
 from damo_cli.bench.run import STAGES
+from damo_cli.bench.scaling import ray_available
 from damo_cli.commands.bench_cmd import bench
 from damo_cli.media import FrameReader, sample_frames
 
@@ -29,6 +30,8 @@ EXPECTED_FIGURES = {
     "index_peak_rss",
     "index_cli_rtf_long",
 } | {f"search_{kind}_{size}" for kind in ("p50", "p95", "recall10") for size in ("2k", "6k")}
+if ray_available():  # the Ray figure needs the optional extra; without it the bench says so and leaves it out
+    EXPECTED_FIGURES |= {"index_rtf_ray_2_workers"}
 
 
 def test_figure_ratio_is_value_over_baseline() -> None:
@@ -94,6 +97,12 @@ def test_quick_bench_json(tmp_path: Path) -> None:
     for size in ("2k", "6k"):
         recall = figures[f"search_recall10_{size}"]
         assert 0.0 <= recall["value"] <= 1.0 and recall["baseline"] == 1.0
+    if "index_rtf_ray_2_workers" in figures:  # both runs indexed the same files; the ratio is of their wall times
+        on_ray = figures["index_rtf_ray_2_workers"]
+        assert on_ray["value"] == pytest.approx(on_ray["detail"]["video_s"] / on_ray["detail"]["ray_wall_s"], rel=0.02)
+        assert on_ray["baseline"] == pytest.approx(
+            on_ray["detail"]["video_s"] / on_ray["detail"]["single_wall_s"], rel=0.02
+        )
     # The ask really answered: the cold and warm answers agree (features from the cache are the same features).
     asked = figures["ask_warm_in_process"]["detail"]
     assert asked["cold"] == asked["warm"]

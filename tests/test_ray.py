@@ -147,3 +147,18 @@ def test_without_the_extra_ray_is_one_line(tmp_path: Path) -> None:
     result = damo("index", str(tmp_path), "--ray", "auto", without_ray=True)
     assert result.returncode == 2
     assert one_error_line(result) == "damo: error: --ray needs Ray, which is not installed: pip install 'damo-cli[ray]'"
+
+
+def test_the_actor_pool_fits_the_cluster() -> None:
+    from damo_cli.errors import DamoError
+    from damo_cli.pipeline.ray_index import RayPlan, Workers, worker_resources
+
+    cpus, gpus = {"CPU": 2.0}, {"CPU": 8.0, "GPU": 2.0}
+    assert worker_resources(cpus, RayPlan(), files=10) == Workers(2, 1.0, 0.0, "cpu")  # one actor per CPU
+    assert worker_resources(cpus, RayPlan(actors=4), files=10) == Workers(4, 0.5, 0.0, "cpu")  # share, never wait
+    assert worker_resources(cpus, RayPlan(), files=1).actors == 1  # no more actors than files
+    assert worker_resources(gpus, RayPlan(), files=10) == Workers(2, 1.0, 1.0, "cuda")  # one actor per GPU
+    assert worker_resources(gpus, RayPlan(device="cpu"), files=10) == Workers(8, 1.0, 0.0, "cpu")
+    assert worker_resources(gpus, RayPlan(actors=4, device="cuda:1"), files=10) == Workers(4, 1.0, 0.5, "cuda")
+    with pytest.raises(DamoError, match="no GPUs"):
+        worker_resources(cpus, RayPlan(device="cuda"), files=3)

@@ -6,6 +6,7 @@
 - `damo search` latency p50/p95 at 10k / 100k / 1M synthetic moments, IVF beside exact, with IVF's recall@10
   (`searching`, built on `store_vectors`);
 - peak RSS of `damo index` on a 30-minute video beside the same on one minute of it (`indexing`).
+- `damo index --ray` on a local 2-worker Ray instance beside one process, same files (`scaling`; needs the ray extra).
 
 `run_bench(BenchConfig.full())` returns a `BenchReport` (figures, machine, sizes, stage times).
 """

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from damo_cli.bench import asking, indexing, searching
+from damo_cli.bench import asking, indexing, scaling, searching
 from damo_cli.bench.homes import fresh_home, using_home
 from damo_cli.bench.machine import describe_machine, load_average
 from damo_cli.bench.media import make_clip, make_long
@@ -32,6 +32,7 @@ class BenchConfig:
     search_sizes: tuple[int, ...]
     search_queries: int
     exact_queries_past_100k: int  # a flat scan of 1M moments is slow: fewer exact queries there
+    ray_copies: int  # copies of the clip indexed on a local 2-worker Ray instance and by one process
     model: str = "damo-tiny"
     device: str = "cpu"
 
@@ -49,6 +50,7 @@ class BenchConfig:
             search_sizes=(10_000, 100_000, 1_000_000),
             search_queries=200,
             exact_queries_past_100k=50,
+            ray_copies=4,
             model=model,
             device=device,
         )
@@ -67,6 +69,7 @@ class BenchConfig:
             search_sizes=(2_000, 6_000),
             search_queries=20,
             exact_queries_past_100k=20,
+            ray_copies=2,
             model=model,
             device=device,
         )
@@ -75,7 +78,7 @@ class BenchConfig:
         return self.search_queries if n <= 100_000 else self.exact_queries_past_100k
 
 
-STAGES = 7  # the stages of one run, in order: model, media, warm-up, index, ask, search, peak RSS
+STAGES = 8  # the stages of one run, in order: model, media, warm-up, index, ask, search, peak RSS, Ray
 
 
 def run_bench(
@@ -144,6 +147,15 @@ def run_bench(
         done = stage(f"peak RSS and wall time of `damo index` (a subprocess) on {lengths} of video")
         with stopwatch() as took:
             figures += indexing.index_memory(long_video, short_video, work, user_cache, config.model, device)
+        done(took())
+
+        copies = f"{config.ray_copies} copies of the {span(config.clip_seconds)} clip"
+        if scaling.ray_available():
+            done = stage(f"index throughput on a local 2-worker Ray instance beside one process, {copies}")
+        else:  # an optional extra: the figure is left out, and this line says why
+            done = stage(f"index throughput on Ray: {scaling.NOT_INSTALLED}")
+        with stopwatch() as took:
+            figures += scaling.ray_throughput(clip, config.ray_copies, work, user_cache, config.model, device)
         done(took())
     finally:
         if workdir is None:

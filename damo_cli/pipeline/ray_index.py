@@ -160,19 +160,27 @@ def one_line(err: BaseException) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- the driver
-def worker_resources(ray: ModuleType, plan: RayPlan, files: int) -> tuple[int, float, str]:
-    """(actors, GPUs per actor, the workers' device) for this cluster and plan."""
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    wanted = plan.device.split(":")[0]
-    if wanted == "auto":
-        wanted = "cuda" if gpus else "cpu"
-    if wanted == "cuda" and not gpus:
+@dataclass(frozen=True)
+class Workers:
+    actors: int
+    cpus: float  # reserved per actor
+    gpus: float
+    device: str  # what each actor runs its models on
+
+
+def worker_resources(resources: dict[str, float], plan: RayPlan, files: int) -> Workers:
+    """The actor pool for a cluster with `resources` (`ray.cluster_resources()`). More actors than the cluster has
+    CPUs or GPUs share them (a fraction each) rather than wait for ones that never come."""
+    cpus, gpus = float(resources.get("CPU", 1.0)), float(resources.get("GPU", 0.0))
+    device = plan.device.split(":")[0]  # on a worker, Ray makes its own GPU the only one it sees
+    if device == "auto":
+        device = "cuda" if gpus else "cpu"
+    if device == "cuda" and not gpus:
         raise DamoError("--device cuda with --ray: the Ray cluster has no GPUs")
-    per_gpu = 1.0 if wanted == "cuda" else 0.0
-    default = gpus if wanted == "cuda" else int(resources.get("CPU", 1))
+    default = int(gpus) if device == "cuda" else int(cpus)
     actors = max(1, min(plan.actors or default, files))
-    return actors, per_gpu, wanted
+    per_gpu = min(1.0, gpus / actors) if device == "cuda" else 0.0
+    return Workers(actors, min(1.0, cpus / actors), per_gpu, device)
 
 
 def analyse_on_ray(
@@ -190,18 +198,18 @@ def analyse_on_ray(
         context = DataContext.get_current()
         context.enable_progress_bars = False  # damo prints its own per-file lines and progress bar
         context.print_on_execution_start = False
-        actors, gpus, device = worker_resources(ray, plan, len(todo))
+        workers = worker_resources(ray.cluster_resources(), plan, len(todo))
         env = {name: os.environ[name] for name in PASSED_ENV if os.environ.get(name)}
         dataset = ray.data.from_items([{"path": str(look.path)} for look in todo], override_num_blocks=len(todo))
         analysed = dataset.map_batches(
             VideoEncoder,
-            fn_constructor_kwargs={"model_source": model_source, "device": device, "threads": 1},
+            fn_constructor_kwargs={"model_source": model_source, "device": workers.device, "threads": 1},
             batch_size=1,  # one video per call: results stream back one by one
             batch_format="numpy",
             # one video at a time per actor, so a file never waits behind an actor still loading the model
-            compute=ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
-            num_cpus=1,
-            num_gpus=gpus,
+            compute=ActorPoolStrategy(size=workers.actors, max_tasks_in_flight_per_actor=1),
+            num_cpus=workers.cpus,
+            num_gpus=workers.gpus,
             runtime_env={"env_vars": env},
         )
         by_path = {str(look.path): look for look in todo}
