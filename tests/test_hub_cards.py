@@ -396,3 +396,18 @@ def test_the_cli_turns_a_cuda_out_of_memory_anywhere_into_one_line(monkeypatch, 
     lines = capsys.readouterr().err.strip().splitlines()
     assert exited.value.code == 1 and len(lines) == 1
     assert lines[0].startswith("damo: error: the GPU ran out of memory") and "--device cpu" in lines[0]
+
+
+@pytest.mark.slow
+def test_eval_runs_a_hub_card_through_ask_and_search(pulled, video, tmp_path):
+    """`damo eval --videos` scores what ask and search return for a hub card: the bridge-only predictor and the
+    search run query the tower in its own space (the text encoder's 12-d vector would not fit its 16-d frames)."""
+    gt = tmp_path / "gt.jsonl"
+    row = {"qid": "q1", "vid": video.stem, "query": "the test pattern", "duration": 6.0, "relevant_windows": [[1, 3]]}
+    gt.write_text(json.dumps(row) + "\n")
+    common = ("eval", "--gt", str(gt), "--videos", str(video.parent), "--model", CARD, "--json", "--device", "cpu")
+    ran = damo(pulled, *common, "--no-llm", HF_HUB_OFFLINE="1")
+    assert ran.returncode == 0, ran.stderr
+    assert "bridge" in ran.stdout
+    searched = damo(pulled, *common, "--search", HF_HUB_OFFLINE="1")
+    assert searched.returncode == 0, searched.stderr

@@ -100,6 +100,7 @@ def run_model(
     from damo_cli.pipeline.analyse import Analyser
     from damo_cli.pipeline.ask import question_moments
     from damo_cli.pipeline.loading import load_model
+    from damo_cli.pipeline.zero_shot import own_query
     from damo_cli.timestamps import parse_moments
 
     gt = load_gt(gt_path)
@@ -130,7 +131,8 @@ def run_model(
         for q, vector in zip(queries, vectors, strict=True):
             _add(sets["ask"], raw["ask"], q, question_moments(analyser, analysis, q.query))
             _add(sets["head"], raw["head"], q, localize(analysis.fused, analysis.step_spans, vector, k=5))
-            bridge = decode_curve(analysis.bridge @ vector, analysis.step_spans, k=5)
+            own = own_query(analyser.zero_shot, q.query)  # a hub card's tower: its own query vector
+            bridge = decode_curve(analysis.bridge @ (own[0] if own else vector), analysis.step_spans, k=5)
             _add(sets["bridge"], raw["bridge"], q, bridge)
         timings["moments"] = timings.get("moments", 0.0) + time.perf_counter() - t0
         if llm_damo is not None:
@@ -206,6 +208,7 @@ def run_search(
     from damo_cli.pipeline.indexer import Indexer
     from damo_cli.pipeline.loading import load_model
     from damo_cli.pipeline.search import search_library
+    from damo_cli.pipeline.zero_shot import ImageTextTower, own_query, zero_shot_kind
     from damo_cli.store import Library
 
     gt = load_gt(gt_path)
@@ -228,14 +231,17 @@ def run_search(
     if report.failed:
         raise EvaluationError(f"could not index {report.failed[0][0]}: {report.failed[0][1]}")
     text = load_backbone(loaded.card, "text", device)
+    # a hub card's image-text tower is queried in its own space; the ImageNet bridge with the text vector
+    tower = indexer.analyser.zero_shot if zero_shot_kind(loaded.card) == ImageTextTower.kind else None
     rows, video_hits, window_hits, top5, zs_video, zs_window = [], 0, 0, 0, 0, 0
     for vid, (path, queries) in videos.items():
         for q in queries:
             vector = text.encode([q.query])[0]
-            zs_ok, zs_iou = _rank1(search_library(library, q.query, vector, fingerprint, False, k=1), path, q)
+            own = own_query(tower, q.query) if tower is not None else None  # as `damo search` queries a tower
+            zs_ok, zs_iou = _rank1(search_library(library, q.query, vector, fingerprint, False, 1, None, own), path, q)
             zs_video += zs_ok
             zs_window += zs_ok and zs_iou >= 0.5 - 1e-9
-            hits = search_library(library, q.query, vector, fingerprint, loaded.trained, k=5)
+            hits = search_library(library, q.query, vector, fingerprint, loaded.trained, 5, None, own)
             video_ok, iou = _rank1(hits, path, q)
             video_hits += video_ok
             window_hits += video_ok and iou >= 0.5 - 1e-9
