@@ -25,9 +25,10 @@ from damo_cli.encoders.screen_text import ScreenText
 from damo_cli.encoders.sounds import SoundEvent
 from damo_cli.encoders.text import TextEncoder
 from damo_cli.model.damo import DamoModel
+from damo_cli.pipeline import bridge
 from damo_cli.pipeline.bridge import bridge_vectors, class_text_embeddings
 from damo_cli.pipeline.features import FeatureExtractor, VideoFeatures, extractor_fingerprint
-from damo_cli.pipeline.zero_shot import step_weights, zero_shot_channel
+from damo_cli.pipeline.zero_shot import ImageNetBridge, step_weights, zero_shot_channel, zero_shot_kind
 from damo_cli.store import TranscriptLine
 
 
@@ -83,7 +84,8 @@ class Analyser:
         self.device = device
         self.features = FeatureExtractor(model.card, model.damo.config, device, transcribe=True, named_evidence=True)
         self.text: TextEncoder = load_backbone(model.card, "text", device)
-        self.class_embeddings = class_text_embeddings(self.text)
+        self.class_embeddings = class_text_embeddings(self.text, bridge.NAMING_PROMPTS)  # the named evidence's
+        self.bridge_embeddings = class_text_embeddings(self.text)  # the bridge's own prompts
         # the untrained visual evidence: the ImageNet bridge, or a hub card's image-text tower (pipeline.zero_shot)
         self.zero_shot = zero_shot_channel(model.card, self.text, self._bridge, lambda: self.features.visual)
         self._talker: Any = None
@@ -117,6 +119,8 @@ class Analyser:
             parts += f"|screen={screen_text.SETTINGS}|colours={len(COLOUR_NAMES)}"
         if model.card.has("sounds"):
             parts += f"|sounds={sounds.SETTINGS}"
+        if zero_shot_kind(model.card) == ImageNetBridge.kind:  # stored bridge vectors change with its prompts
+            parts += f"|bridge={bridge.SETTINGS}"
         return hashlib.sha256(parts.encode()).hexdigest()[:16]
 
     def analyse(self, path: Path, on_progress: Callable[[float], None] | None = None) -> VideoAnalysis:
@@ -151,9 +155,9 @@ class Analyser:
 
     def _bridge(self, step_spans: np.ndarray, features: VideoFeatures) -> np.ndarray:
         """Average the class probabilities of the frames inside each step, then map them into the text space."""
-        probs = features.class_probs(len(self.class_embeddings))
+        probs = features.class_probs(len(self.bridge_embeddings))
         weights = torch.from_numpy(step_weights(step_spans, features.frame_times.double().numpy())).to(probs.dtype)
-        return bridge_vectors(weights @ probs, self.class_embeddings)
+        return bridge_vectors(weights @ probs, self.bridge_embeddings)
 
 
 def _numpy(x: torch.Tensor) -> np.ndarray:
