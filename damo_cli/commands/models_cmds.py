@@ -152,6 +152,8 @@ def prepare(
         start = time.perf_counter()
         with console.status(_loading_message(card, role)):
             backbone = loader.load_backbone(card, role, resolved)
+            if hasattr(backbone, "class_embeddings"):  # a hub image-text tower: its class-prompt table, once
+                backbone.class_embeddings()
         runtime = getattr(backbone, "runtime", None)  # onnxruntime where an export runs it, else torch
         shown = f" ({runtime})" if runtime else ""
         typer.echo(f"{role:<7} ready in {time.perf_counter() - start:.2f} s{shown}")
@@ -164,6 +166,8 @@ def _loading_message(card: ModelCard, role: str) -> str:
     backbone = card.backbone(role)
     if backbone.kind == "causal-lm-gguf" and not llm_cache_ready(backbone):
         return f"loading {role} backbone: converting its GGUF to safetensors, once (about 20 s)"
+    if backbone.kind == "hf-vision-tower":
+        return f"loading {role} backbone and embedding its 1,000 class prompts (once per model; minutes on a CPU)"
     return f"loading {role} backbone"
 
 
