@@ -94,8 +94,9 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 def connected(address: str) -> Iterator[ModuleType]:
     """Ray, connected to `address` ("auto": see `RayPlan`). A connection the caller already made (a test, a
     notebook) is used and left open; one made here is closed afterwards (a local instance started here stops)."""
-    # Ray's C++ core logs start-up chatter and retries straight to stderr, between damo's per-file lines; it reads
-    # this when Ray is imported. A failure that matters reaches damo as a Python exception, reported in one line.
+    # Ray's C++ core writes a warning per actor (and retries) straight to stderr, between damo's per-file lines; at
+    # "fatal" it says only that it read this setting, once. A failure that matters reaches damo as a Python
+    # exception, reported in one line. A level the user set is kept.
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     ray = _import_ray()
     if ray.is_initialized():
