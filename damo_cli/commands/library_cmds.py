@@ -30,7 +30,11 @@ def index(
         "mp4,m4v,mov,mkv,webm,avi,mpg,mpeg,wmv,flv,3gp,ts,mts,m2ts", "--ext", help="Video extensions to pick up."
     ),
     workers: int = typer.Option(
-        None, "--workers", min=1, help="Processes that decode and encode in parallel (with --ray: Ray actors)."
+        None,
+        "--workers",
+        min=1,
+        help="Processes that decode and encode in parallel (default 1); with --ray, Ray actors (default: one per CPU, "
+        "or per GPU, of the cluster).",
     ),
     ray_address: str = typer.Option(
         None,
