@@ -178,10 +178,16 @@ def test_ask_rejects_bad_input_in_one_line(tmp_path):
 
 
 def test_a_second_concurrent_index_is_refused_and_a_killed_one_resumes(footage, tmp_path):
+    from damo_cli.bench.homes import fresh_home
+    from damo_cli.paths import cache_dir
+
     lib = tmp_path / "lib"
+    # The first run gets an empty feature cache (the derived weights linked in), so it is still encoding when the
+    # second starts: with every video already analysed it could finish before the second process is up.
+    busy_home = fresh_home(tmp_path, "busy-home", cache_dir())
     first = subprocess.Popen(
         [sys.executable, "-m", "damo_cli", "index", str(footage / "composed set ü"), "--library", str(lib)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "DAMO_HOME": str(busy_home)},
     )  # fmt: skip
     lock = lib / "library.lock"
     deadline = time.time() + 120
