@@ -18,6 +18,7 @@ TEXT = "QUARTERLY RESULTS 2026"
 TEXT_SHOWN = (5.0, 8.0)
 MUSIC = (10.0, 20.0)
 SECONDS = 30
+EXAMPLE_VIDEO = Path(__file__).resolve().parents[1] / "examples" / "slides_music.mp4"
 
 
 def draw_frames(shown: tuple[float, float]) -> list[np.ndarray]:
@@ -204,3 +205,36 @@ def test_a_colour_question_names_the_colour_of_the_thing_not_of_the_picture(tmp_
     assert "cat" in answer.split(";")[0]  # it says what it took the cat to be
     assert named.strip().split()[0].strip(",") in ("orange", "brown"), answer
     assert "blue" not in named, answer
+
+
+def test_a_failed_encode_does_not_wait_for_the_rest_of_the_frames_pass(fresh_home, monkeypatch) -> None:
+    # The frames pass (OCR, colours) runs in a thread beside the encoders. When the encode fails or is interrupted
+    # (Ctrl-C), `extract` must raise at once, not after reading the rest of a long video's frames.
+    import time
+
+    from damo_cli.cards import load_card
+    from damo_cli.encoders import screen_text as screen_text_module
+    from damo_cli.model.config import DamoConfig
+    from damo_cli.pipeline import features as features_module
+
+    frames_seen = []
+
+    def slow_frames(path, duration):  # noqa: ANN001, ANN202 - stands in for 100 s of a long video's decode
+        for i in range(500):
+            frames_seen.append(i)
+            time.sleep(0.2)
+            yield float(i), np.zeros((36, 64, 3), np.uint8)
+
+    def failing_encode(self, path, digest, on_progress=None):  # noqa: ANN001, ANN202
+        time.sleep(0.5)  # the frames pass is under way
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(screen_text_module, "sampled_frames", slow_frames)
+    monkeypatch.setattr(features_module.FeatureExtractor, "_compute", failing_encode)
+    card = load_card("damo-tiny")
+    extractor = features_module.FeatureExtractor(card, DamoConfig.from_card(card), named_evidence=True)
+    started = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        extractor.extract(EXAMPLE_VIDEO)
+    assert time.perf_counter() - started < 20  # it would take 100 s to read every frame
+    assert len(frames_seen) < 50
