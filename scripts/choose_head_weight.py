@@ -32,8 +32,8 @@ def main(gt_path: Path, videos: Path, model: str = "damo-tiny") -> None:
     ious: dict[float, list[float]] = {w: [] for w in WEIGHTS}
     for _vid, (path, queries) in _videos_of(gt, gt_path, videos).items():
         analysis, _ = load_or_analyse(analyser, path)
-        lines = [seg for seg in analysis.transcript if seg.text.strip()]
-        speech = analyser.text.encode([s.text for s in lines]) if lines else np.zeros((0, analyser.text.dim))
+        lines = analysis.lines()  # said, written on screen, sound events: what `ask` scores beside the curve
+        speech = analyser.text.encode([x.text for x in lines]) if lines else np.zeros((0, analyser.text.dim))
         for q in queries:
             query = question_to_query(q.query)
             vector = analyser.text.encode([query])[0]
