@@ -323,6 +323,36 @@ def test_long_video_windows_stitch_by_absolute_time() -> None:
     assert prompt.shape == (1, config.prompt_tokens, config.llm_hidden)
 
 
+def test_long_video_fuses_the_same_from_fp16_features_in_any_batch_size() -> None:
+    # The feature cache stores fp16 and the analyser hands it to the model as it is (cast per window, inside `fuse`),
+    # and windows are cut a batch at a time: neither may change what a user's video fuses to.
+    import dataclasses
+
+    config = tiny_config()
+    model = build(config)
+    video = random_features(config, 200, fps=1.0, audio_seconds=200.0, seed=10)
+    half = dataclasses.replace(
+        video,
+        visual_global=video.visual_global.half(),
+        visual_local=video.visual_local.half(),
+        audio_states=video.audio_states.half(),
+    )
+    as_fp32 = dataclasses.replace(
+        half,
+        visual_global=half.visual_global.float(),
+        visual_local=half.visual_local.float(),
+        audio_states=half.audio_states.float(),
+    )
+    with torch.no_grad():
+        from_half = model.fuse_video(half, windows_per_batch=8)
+        from_float = model.fuse_video(as_fp32, windows_per_batch=8)
+        one_by_one = model.fuse_video(half, windows_per_batch=1)
+    assert torch.equal(from_half.step_embeddings, from_float.step_embeddings)
+    assert torch.equal(from_half.step_times, one_by_one.step_times)
+    assert close(from_half.step_embeddings, one_by_one.step_embeddings)
+    assert from_half.window_spans.tolist() == one_by_one.window_spans.tolist()
+
+
 def test_short_video_is_one_window() -> None:
     config = tiny_config()
     model = build(config)

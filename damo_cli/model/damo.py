@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -833,18 +833,11 @@ class DamoModel(nn.Module):
             duration = float(frame_spans(video.frame_times.float(), video.frame_mask)[0, :, 1].max())
         plan = plan_windows(duration, window, overlap)
         owned = ownership(plan)
-        pieces: list[tuple[tuple[float, float], tuple[float, float], ClipFeatures]] = []
-        for index, (start, end) in enumerate(plan):
-            last = index == len(plan) - 1
-            piece = video.window(start, math.inf if last else end, self.config.audio_window_seconds)
-            if piece is not None:
-                pieces.append(((start, end), owned[index], piece))
-        if not pieces:
-            raise DamoError("the video has no frames to fuse")
         kept: dict[str, list[Tensor]] = {"features": [], "embeddings": [], "times": [], "spans": []}
         fusion, clip_embeddings, spans = [], [], []
-        for chunk_start in range(0, len(pieces), windows_per_batch):
-            chunk = pieces[chunk_start : chunk_start + windows_per_batch]
+        # Windows are cut out of the video a batch at a time: each piece copies its audio states (~12 MB per 60 s
+        # window), so cutting all of a 30-min video's first held ~400 MB at once.
+        for chunk in _window_batches(video, plan, owned, self.config.audio_window_seconds, windows_per_batch):
             fused = self.fuse(ClipFeatures.collate([piece for _, _, piece in chunk]))
             for row, (bounds, (own_from, own_to), _) in enumerate(chunk):
                 times = fused.step_times[row]
@@ -856,6 +849,8 @@ class DamoModel(nn.Module):
                 spans.append(torch.tensor(bounds, device=times.device))
             fusion.append(fused.fusion_tokens)
             clip_embeddings.append(fused.clip_embedding)
+        if not fusion:
+            raise DamoError("the video has no frames to fuse")
         return FusedVideo(
             step_features=torch.cat(kept["features"]),
             step_embeddings=torch.cat(kept["embeddings"]),
@@ -1041,3 +1036,25 @@ def _eos_ids(llm: nn.Module, tokenizer: Any) -> list[int]:
         if value is not None and int(value) not in ids:
             ids.append(int(value))
     return ids
+
+
+def _window_batches(
+    video: ClipFeatures,
+    plan: list[tuple[float, float]],
+    owned: list[tuple[float, float]],
+    audio_window_seconds: float,
+    size: int,
+) -> Iterator[list[tuple[tuple[float, float], tuple[float, float], ClipFeatures]]]:
+    """The video's windows that hold frames, as (bounds, owned span, piece), `size` at a time, cut only when needed."""
+    batch: list[tuple[tuple[float, float], tuple[float, float], ClipFeatures]] = []
+    for index, (start, end) in enumerate(plan):
+        last = index == len(plan) - 1
+        piece = video.window(start, math.inf if last else end, audio_window_seconds)
+        if piece is None:
+            continue
+        batch.append(((start, end), owned[index], piece))
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -93,18 +93,21 @@ class VideoFeatures:
     image_embeds: torch.Tensor | None = None  # (N, E) fp16 unit vectors in a text-aligned tower's space, or None
 
     def to_clip(self, config: DamoConfig) -> ClipFeatures:
-        """ClipFeatures (B = 1) for the model: bins expanded back over their states, masked past `valid`."""
+        """ClipFeatures (B = 1) for the model: bins expanded back over their states, masked past `valid`.
+
+        Features stay in their stored fp16 (the model casts each window to its weights' dtype): in fp32 the expanded
+        audio states of a 30-min video alone were 184 MB."""
         audio_states = audio_mask = audio_starts = None
         if self.audio_bins is not None:
             assert self.audio_valid is not None and self.audio_starts is not None
             states = config.audio_states_per_window
             per_bin = states // self.audio_bins.shape[1]
-            audio_states = self.audio_bins.float().repeat_interleave(per_bin, dim=1)[None]  # (1, W, S, Da)
+            audio_states = self.audio_bins.repeat_interleave(per_bin, dim=1)[None]  # (1, W, S, Da)
             audio_mask = (torch.arange(states)[None, :] < self.audio_valid[:, None])[None]
             audio_starts = self.audio_starts[None].float()
         return ClipFeatures(
-            visual_global=self.visual_global.float()[None],
-            visual_local=self.visual_local.float()[None],
+            visual_global=self.visual_global[None],
+            visual_local=self.visual_local[None],
             frame_times=self.frame_times.float()[None],
             audio_states=audio_states,
             audio_mask=audio_mask,
