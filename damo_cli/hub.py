@@ -4,7 +4,7 @@ A hub backbone in a card pins what it needs:
 
     [backbones.visual]
     source = "hub"
-    repo = "google/siglip-base-patch16-224"
+    repo = "google/siglip2-base-patch16-224"
     revision = "<40-hex commit>"                 # a commit hash: a branch or tag can move
     hub_files = ["config.json", "model.safetensors"]
     # or, with the sha256 the card vouches for (checked instead of the hub's own):

@@ -121,8 +121,11 @@ def test_pull_index_search_ask_run_offline_on_the_zero_shot_channel(pulled, hub,
     hits = hits["results"] if isinstance(hits, dict) else hits
     assert hits and all(Path(h["video"]).name == video.name for h in hits)
 
-    asked = damo(pulled, "ask", str(video), "when does the pattern move?", "--model", CARD, "--json", **offline)
+    asked = damo(
+        pulled, "ask", str(video), "when does the pattern move?", "--model", CARD, "--json", "--verbose", **offline
+    )
     assert asked.returncode == 0, asked.stderr
+    assert "no trained DaMO weights; what is seen comes from the zero-shot channel (image-text-tower)" in asked.stderr
     answer = json.loads(asked.stdout)
     assert answer["model"] == CARD and answer["moments"]
     assert all(0.0 <= m["start"] < m["end"] <= 6.5 for m in answer["moments"])

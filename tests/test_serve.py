@@ -90,6 +90,9 @@ def test_ask_and_search_use_a_running_server_and_print_the_same_and_survive_its_
         for result in alone:
             assert result.returncode == 0 and result.stdout.strip(), result.stderr
             assert "running in this process: DAMO_NO_SERVER is set" in result.stderr
+            assert "damo-tiny on cpu: trained DaMO weights, beside the zero-shot channel (imagenet-bridge)" in (
+                result.stderr
+            )  # --verbose says what carries what is seen
         info = discovered(home, server)
         assert info["host"] == "127.0.0.1" and info["pid"] == server.pid and info["model"] == "damo-tiny"
         assert info["library"] == str(lib.resolve()) and info["token"] is False

@@ -155,7 +155,9 @@ def search(
         from damo_cli.store import Library
 
         library = Library.open(library_dir, create=False)
-        hits = load(model, device).search(query, k, library, path_filter)
+        session = load(model, device)
+        _say(verbose)(_evidence_line(session))
+        hits = session.search(query, k, library, path_filter)
     if clip_dir is not None:
         from damo_cli.pipeline.clips import export_clips
 
@@ -207,6 +209,7 @@ def ask(
     console = Console(stderr=True)
     with console.status("loading the model"):
         session = load(model, device)
+    _say(verbose)(_evidence_line(session))
     result = session.ask(video, question, status=console.status)
     _print_answer(result.to_json(), result.answer, result.moments, json_output)
 
@@ -236,6 +239,17 @@ def _search_on_server(
         SearchHit(Path(hit["video"]), start, end, score, hit["text"])
         for hit, (start, end, score) in zip(reply["result"], reply["exact"], strict=True)
     ]
+
+
+def _evidence_line(session) -> str:  # noqa: ANN001 - damo_cli.api.Session, imported lazily
+    """What carries what is seen, for --verbose: the trained per-time head, or only the card's zero-shot channel."""
+    from damo_cli.pipeline.zero_shot import zero_shot_kind
+
+    model, channel = session.model, zero_shot_kind(session.model.card)
+    which = f"model {model.name} on {session.device}"
+    if model.trained:
+        return f"{which}: trained DaMO weights, beside the zero-shot channel ({channel})"
+    return f"{which}: no trained DaMO weights; what is seen comes from the zero-shot channel ({channel})"
 
 
 def _say(verbose: bool):  # noqa: ANN202 - a line for --verbose
