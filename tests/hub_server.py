@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -147,6 +148,22 @@ class MockHub:
                 if name in repo.lfs and repo.etag(name) == sha:
                     return repo, name
         return None
+
+
+def hub_env(hub: MockHub, root: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `damo` run against this stand-in hub: its endpoint, HF cache, damo state and cards under
+    `root`, and none of the caller's own HF settings (they would point elsewhere or switch the hub off)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_OFFLINE"))}
+    return {
+        **base,
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(root / "hf"),
+        "DAMO_HOME": str(root / "damo"),
+        "DAMO_MODELS_DIR": str(root / "models"),
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+        **extra,
+    }
 
 
 def _handler(hub: MockHub) -> type[BaseHTTPRequestHandler]:

@@ -8,7 +8,6 @@ trained DaMO weights, so search and "when" questions run on the zero-shot channe
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from hub_cards import (
     serve,
     write_card,
 )
-from hub_server import MockHub
+from hub_server import MockHub, hub_env
 
 torch = pytest.importorskip("torch")
 
@@ -61,17 +60,7 @@ def env(hub: MockHub, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str
     write_card(root / "models", hub)
     write_card(root / "models", hub, name=CLIP_CARD, visual_repo=CLIP_REPO)
     write_card(root / "models", hub, name=SIGLIP2_CARD, visual_repo=SIGLIP2_REPO)
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_OFFLINE"))}
-    return {
-        **base,
-        "HF_ENDPOINT": hub.url,
-        "HF_HOME": str(root / "hf"),
-        "DAMO_HOME": str(root / "damo"),
-        "DAMO_MODELS_DIR": str(root / "models"),
-        "DAMO_NO_SERVER": "1",
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
-    }
+    return hub_env(hub, root, DAMO_NO_SERVER="1")
 
 
 def damo(env: dict[str, str], *args: str, **extra: str) -> subprocess.CompletedProcess[str]:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from hub_server import MockHub
+from hub_server import MockHub, hub_env
 
 TINY = {  # role -> (repo, arch of a randomly initialised transformers model, as a card's backbone_arch names it)
     "visual": (
@@ -93,16 +92,7 @@ def write_card(folder: Path, hub: MockHub, card_sha256: dict[tuple[str, str], st
 def env(hub: MockHub, tmp_path: Path) -> dict[str, str]:
     hub.clear()
     write_card(tmp_path / "models", hub)
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_OFFLINE"))}
-    return {
-        **base,
-        "HF_ENDPOINT": hub.url,
-        "HF_HOME": str(tmp_path / "hf"),
-        "DAMO_HOME": str(tmp_path / "damo"),
-        "DAMO_MODELS_DIR": str(tmp_path / "models"),
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
-    }
+    return hub_env(hub, tmp_path)
 
 
 @pytest.fixture
