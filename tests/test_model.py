@@ -47,6 +47,17 @@ def build(config: DamoConfig | None = None, seed: int = 0, llm: bool = False, to
     return model
 
 
+def features_as(clip: ClipFeatures, dtype: torch.dtype) -> ClipFeatures:
+    """The clip with its visual and audio features in `dtype` (times and masks as they are)."""
+    assert clip.audio_states is not None
+    return dataclasses.replace(
+        clip,
+        visual_global=clip.visual_global.to(dtype),
+        visual_local=clip.visual_local.to(dtype),
+        audio_states=clip.audio_states.to(dtype),
+    )
+
+
 def close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> bool:
     return a.shape == b.shape and bool(torch.allclose(a, b, atol=atol, rtol=1e-4))
 
@@ -326,23 +337,11 @@ def test_long_video_windows_stitch_by_absolute_time() -> None:
 def test_long_video_fuses_the_same_from_fp16_features_in_any_batch_size() -> None:
     # The feature cache stores fp16 and the analyser hands it to the model as it is (cast per window, inside `fuse`),
     # and windows are cut a batch at a time: neither may change what a user's video fuses to.
-    import dataclasses
-
     config = tiny_config()
     model = build(config)
     video = random_features(config, 200, fps=1.0, audio_seconds=200.0, seed=10)
-    half = dataclasses.replace(
-        video,
-        visual_global=video.visual_global.half(),
-        visual_local=video.visual_local.half(),
-        audio_states=video.audio_states.half(),
-    )
-    as_fp32 = dataclasses.replace(
-        half,
-        visual_global=half.visual_global.float(),
-        visual_local=half.visual_local.float(),
-        audio_states=half.audio_states.float(),
-    )
+    half = features_as(video, torch.float16)
+    as_fp32 = features_as(half, torch.float32)
     with torch.no_grad():
         from_half = model.fuse_video(half, windows_per_batch=8)
         from_float = model.fuse_video(as_fp32, windows_per_batch=8)
@@ -519,13 +518,7 @@ def test_bfloat16_weights_keep_times_exact() -> None:
     config = tiny_config()
     model = build(config)
     clip = random_features(config, 10, audio_seconds=8.0, start=3600.0, seed=10)
-    assert clip.audio_states is not None
-    half = dataclasses.replace(
-        clip,
-        visual_global=clip.visual_global.bfloat16(),
-        visual_local=clip.visual_local.bfloat16(),
-        audio_states=clip.audio_states.bfloat16(),
-    )
+    half = features_as(clip, torch.bfloat16)
     with torch.no_grad():
         full = model.fuse(clip)
         low = model.to(torch.bfloat16).fuse(half)
