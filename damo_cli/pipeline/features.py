@@ -263,17 +263,21 @@ class FeatureExtractor:
         """On-screen text, colours and sound events from their own cache files, computed (and saved) when missing."""
         screen_path, sounds_path, colours_path = evidence_paths(self.folder, features.key)
         if self.read_screen:
+            screen_read = colours_read = False  # read from their files just now: nothing to write back
             if features.screen_text is None:
                 features.screen_text = _read_side_file(screen_path, ScreenText)
+                screen_read = features.screen_text is not None
             if features.colours is None:
                 features.colours = _read_side_file(colours_path, ColourShares)
+                colours_read = features.colours is not None
             if features.screen_text is None or features.colours is None:  # one decode for both
                 text, colours = self._look_at_frames(path, features.duration, read_text=features.screen_text is None)
                 features.screen_text = features.screen_text if features.screen_text is not None else text
                 features.colours = features.colours if features.colours is not None else colours
-            if _read_side_file(screen_path, ScreenText) is None:  # missing or damaged on disk: written now
+            # computed here or beside the encoders: written unless a readable file is already there
+            if not screen_read and _read_side_file(screen_path, ScreenText) is None:
                 save_json(screen_path, features.screen_text or [])
-            if _read_side_file(colours_path, ColourShares) is None:
+            if not colours_read and _read_side_file(colours_path, ColourShares) is None:
                 save_json(colours_path, features.colours or [])
         if self.detect_sounds:
             if features.sounds is None:
