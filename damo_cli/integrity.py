@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from damo_cli.errors import ChecksumError
 
@@ -92,3 +93,21 @@ def build_verified(target: Path, build: Callable[[Path], None], expected_sha256:
         if expected_sha256 is not None:
             verify_sha256(tmp, expected_sha256)
     return target
+
+
+def cached_array(path: Path, shape: tuple[int, ...], compute: Callable[[], Any]) -> Any:
+    """The numpy array saved at `path` when it loads with `shape`; else `compute()`, saved atomically (a missing,
+    damaged or stale file is made again). Never pickled."""
+    import numpy as np
+
+    if path.is_file():
+        try:
+            cached = np.load(path, allow_pickle=False)
+            if cached.shape == shape:
+                return cached
+        except (OSError, ValueError):
+            pass  # damaged: made again below
+    array = compute()
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+    return array

@@ -38,7 +38,7 @@ from damo_cli.encoders.audio import AudioWindowStates, TranscriptSegment
 from damo_cli.encoders.quiet import quiet_transformers
 from damo_cli.encoders.visual import VisualFeatures, imagenet_class_names
 from damo_cli.errors import ModelError
-from damo_cli.integrity import atomic_path
+from damo_cli.integrity import cached_array
 from damo_cli.paths import cache_dir
 
 IMAGE_TEXT_CLASSES = ("SiglipModel", "Siglip2Model", "CLIPModel")  # the model classes a vision tower may name
@@ -214,17 +214,11 @@ class HubVisionTower:
             return self._classes
         names = imagenet_class_names()
         key = hashlib.sha256(("\n".join(names) + CLASS_PROMPT + self.fingerprint).encode()).hexdigest()[:16]
-        path = cache_dir() / "hub-classes" / f"{key}.npy"
-        vectors = None
-        if path.is_file():
-            try:
-                vectors = np.load(path, allow_pickle=False)
-            except (OSError, ValueError):
-                vectors = None  # damaged: computed again below
-        if vectors is None or vectors.shape != (len(names), self.embed_dim):
-            vectors = self.embed_text([CLASS_PROMPT.format(name) for name in names])
-            with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-                np.save(handle, vectors, allow_pickle=False)
+        vectors = cached_array(
+            cache_dir() / "hub-classes" / f"{key}.npy",
+            (len(names), self.embed_dim),
+            lambda: self.embed_text([CLASS_PROMPT.format(name) for name in names]),
+        )
         self._classes = torch.from_numpy(vectors).float()
         return self._classes
 

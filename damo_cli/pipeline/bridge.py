@@ -16,7 +16,7 @@ import torch
 
 from damo_cli.encoders.text import TextEncoder
 from damo_cli.encoders.visual import imagenet_class_names
-from damo_cli.integrity import atomic_path
+from damo_cli.integrity import cached_array
 from damo_cli.paths import cache_dir
 
 TOP_CLASSES = 10  # the long tail of 990 near-zero probabilities only adds noise to the mixture
@@ -37,19 +37,12 @@ def class_text_embeddings(
     """(1000, 384) unit vectors of the class prompts, computed once and cached (keyed by names, prompts, model)."""
     names = list(names) if names is not None else imagenet_class_names()
     key = hashlib.sha256(("\n".join(names) + "\t".join(prompts) + text.fingerprint).encode()).hexdigest()[:16]
-    path = cache_dir() / "bridge" / f"classes-{key}.npy"
-    if path.is_file():
-        try:
-            cached = np.load(path, allow_pickle=False)
-            if cached.shape == (len(names), text.dim):
-                return cached
-        except (OSError, ValueError):
-            pass  # damaged cache: rebuild below
-    vectors = text.encode([prompt.format(name) for prompt in prompts for name in names])
-    vectors = _unit(vectors.reshape(len(prompts), len(names), -1).mean(0))
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.save(handle, vectors, allow_pickle=False)
-    return vectors
+
+    def compute() -> np.ndarray:
+        vectors = text.encode([prompt.format(name) for prompt in prompts for name in names])
+        return _unit(vectors.reshape(len(prompts), len(names), -1).mean(0))
+
+    return cached_array(cache_dir() / "bridge" / f"classes-{key}.npy", (len(names), text.dim), compute)
 
 
 def bridge_vectors(
