@@ -43,6 +43,35 @@ def compose(
     typer.echo(f"{count} {split} video(s), {lines} queries -> {folder}")
 
 
+@app.command("compose-real")
+def compose_real(
+    out: Path = typer.Argument(..., help="Folder to create (videos/, annotations.jsonl, augmented.jsonl, ...)."),
+    moments: Path = typer.Option(
+        ..., "--moments", exists=True, dir_okay=False, help="Moments of train-split real clips (moments-train.jsonl)."
+    ),
+    clips: Path = typer.Option(..., "--clips", exists=True, file_okay=False, help="Folder holding the real clips."),
+    labels: Path | None = typer.Option(
+        None, "--labels", exists=True, dir_okay=False, help="labels.jsonl: clip summaries and open questions."
+    ),
+    count: int = typer.Option(100, "--count", "-n", min=1, help="How many videos to compose."),
+    max_clips: int = typer.Option(4, "--max-clips", min=1, help="Most real clips played one after another."),
+    seed: int = typer.Option(0, "--seed", help="Same seed and clips: the same videos and labels."),
+) -> None:
+    """Cut hand-labelled real clips (train split only) into training videos with labels from construction."""
+    from damo_cli.data.real_mix import compose_real_mix, load_real_clips
+
+    console = Console(stderr=True)
+    found = load_real_clips(moments, clips, labels)
+    with console.status(f"composing {count} video(s) from {len(found)} real clips") as status:
+
+        def progress(done: int, total: int, vid: str) -> None:
+            status.update(f"composed {done}/{total} ({vid})")
+
+        folder = compose_real_mix(out, found, count, seed, max_clips=max_clips, progress=progress)
+    lines = len((folder / "annotations.jsonl").read_text(encoding="utf-8").splitlines())
+    typer.echo(f"{count} video(s) from {len(found)} real clips, {lines} queries -> {folder}")
+
+
 @app.command("fetch-footage")
 def fetch_footage(
     force: bool = typer.Option(False, "--force", help="Fetch again even when the cached clips verify."),
