@@ -104,14 +104,15 @@ class TextTable:
         return torch.stack([self.vectors[t] for t in texts]) if texts else torch.zeros(0, 384)
 
 
-CLASS_PROMPT = "a photo of a {}"
-
-
 def class_table(text: TextTable) -> Tensor:
-    """(1000, D) unit embeddings of the ImageNet class prompts (the zero-shot bridge's vocabulary)."""
+    """(1000, D) unit embeddings of the ImageNet class prompts: the zero-shot bridge's vocabulary, worded with the
+    bridge's own prompts (pipeline.bridge.PROMPTS), so the stage-1 teacher is the bridge that search and ask use."""
     from damo_cli.encoders.visual import imagenet_class_names
+    from damo_cli.pipeline.bridge import PROMPTS
 
-    return text([CLASS_PROMPT.format(n) for n in imagenet_class_names()])
+    names = imagenet_class_names()
+    table = torch.stack([text([prompt.format(n) for n in names]) for prompt in PROMPTS]).mean(0)
+    return nn.functional.normalize(table, dim=-1)
 
 
 # ============================================================================================= batches
