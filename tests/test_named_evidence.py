@@ -238,3 +238,10 @@ def test_a_failed_encode_does_not_wait_for_the_rest_of_the_frames_pass(fresh_hom
         extractor.extract(EXAMPLE_VIDEO)
     assert time.perf_counter() - started < 20  # it would take 100 s to read every frame
     assert len(frames_seen) < 50
+
+
+def test_brand_and_printed_words_are_asked_of_the_screen_text() -> None:
+    from damo_cli.pipeline.evidence import is_text_question
+
+    assert is_text_question("what brand of car is shown?") and is_text_question("what is printed on his shirt?")
+    assert not is_text_question("what is the man holding?") and not is_text_question("what sign does he make?")

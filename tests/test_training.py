@@ -253,6 +253,8 @@ def test_what_is_said_is_quoted_from_the_transcript() -> None:
 
     assert is_speech_question("What does the man say?") and is_speech_question("what is said about the weather?")
     assert not is_speech_question("What is shown in this video?") and not is_speech_question("when does he say hi?")
+    assert is_speech_question("where does she say she starts?") and is_speech_question("who does she talk about?")
+    assert not is_speech_question("where does the man place his hand?")
     assert not is_temporal("What does the man say?")
     lines = [SimpleNamespace(start=1.0, end=2.5, text="Good morning everyone."),
              SimpleNamespace(start=8.0, end=10.0, text="It will rain this afternoon.")]  # fmt: skip

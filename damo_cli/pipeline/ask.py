@@ -60,8 +60,10 @@ _QUESTION_LEAD = re.compile(
     re.IGNORECASE,
 )
 
+# "what does he say?", and also "where does she say she starts?", "who is talked about?": asked about what is said
 _SPEECH_QUESTION = re.compile(
-    r"^\s*what\b.*\b(?:say|says|said|saying|tell|tells|told|telling|talk|talks|talking)\b", re.IGNORECASE
+    r"^\s*(?:what|where|who|which|how)\b.*\b(?:say|says|said|saying|tell|tells|told|telling|talk|talks|talking)\b",
+    re.IGNORECASE,
 )
 # words of "what does the man say?" that name no topic (besides search's stopwords): with only these, the whole
 # transcript answers

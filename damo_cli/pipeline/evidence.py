@@ -44,7 +44,8 @@ THING_LEVEL = 0.75
 
 _TEXT_QUESTION = re.compile(
     r"\b(?:written|writ(?:e|es|ing)|text|word|words|spell(?:s|ed|ing)?|label|labels|watermark|logo|logos"
-    r"|title|titles|caption|captions|subtitle|subtitles|screen|slide|slides|read|reads|banner|headline)\b"
+    r"|title|titles|caption|captions|subtitle|subtitles|screen|slide|slides|read|reads|banner|headline"
+    r"|brand|brands|printed)\b"  # a brand is read off a label or a logo
     r"|\bsigns?\b.*\b(?:say|says|read|reads)\b",  # "the sign" of a street, not of sign language
     re.IGNORECASE,
 )
