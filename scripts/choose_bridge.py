@@ -56,6 +56,7 @@ class Variant:
     sharpen: float = 1.0
     wording: str = "plain"  # "plain": imagenet_classes.txt; "kind", "kinds2", "gloss": WordNet (see _worded)
     calibration: Calibration | None = None  # search's map of the bridge's cosines, if not search.CALIBRATION's
+    regions: float = 0.0  # share of the frame's class probabilities taken from its four quadrants (see _region_probs)
 
 
 VARIANTS = (
@@ -82,6 +83,11 @@ VARIANTS = (
     Variant("scene, calibration floor 0.135, ceiling 0.435", (SCENE,), calibration=Calibration(0.6, 0.135, 0.435)),
     Variant("scene, calibration weight 0.8", (SCENE,), calibration=Calibration(0.8, 0.1, 0.4)),
     Variant("scene, calibration weight 0.4", (SCENE,), calibration=Calibration(0.4, 0.1, 0.4)),
+    # "several crops per frame" without encoding again: the classifier applied to each cached 2x2 quadrant of the
+    # feature map (the stored pooled local tokens) names what fills a quarter of the frame
+    Variant("scene, quadrants 0.25", (SCENE,), regions=0.25),
+    Variant("scene, quadrants 0.5", (SCENE,), regions=0.5),
+    Variant("scene, quadrants 0.75", (SCENE,), regions=0.75),
 )
 
 
@@ -159,13 +165,29 @@ def _features(analysis: VideoAnalysis) -> SimpleNamespace:
     return SimpleNamespace(frame_times=torch.from_numpy(analysis.frame_times), class_probs=class_probs)
 
 
-def _with_bridge(analyser: Analyser, analysis: VideoAnalysis, v: Variant, classes: np.ndarray) -> VideoAnalysis:
+def _region_probs(analyser: Analyser, path: Path, analysis: VideoAnalysis, share: float) -> SimpleNamespace:
+    """Per frame: (1 - share) x the stored top classes + share x the mean softmax of the classifier over the four
+    pooled quadrants of the cached feature map."""
+    features = analyser.features.extract(path)
+    fc = analyser.features.visual.net._fc
+    with torch.no_grad():
+        logits = features.visual_local.float() @ fc.weight.T.float() + fc.bias.float()  # (N, 4, 1000)
+    regions = logits.softmax(-1).mean(1)
+    base = _features(analysis)
+    return SimpleNamespace(frame_times=base.frame_times,
+                           class_probs=lambda classes=1000: (1 - share) * base.class_probs(classes) + share * regions)
+
+
+def _with_bridge(
+    analyser: Analyser, analysis: VideoAnalysis, v: Variant, classes: np.ndarray, path: Path | None = None
+) -> VideoAnalysis:
     """The analysis with this variant's bridge vectors, made by the analyser's own `_bridge`."""
     shipped = analyse_module.bridge_vectors
     analyse_module.bridge_vectors = lambda probs, emb: bridge.bridge_vectors(probs, emb, v.top, v.sharpen)
     saved, analyser.bridge_embeddings = analyser.bridge_embeddings, classes
+    features = _region_probs(analyser, path, analysis, v.regions) if v.regions and path else _features(analysis)
     try:
-        return replace(analysis, bridge=analyser._bridge(analysis.step_spans, _features(analysis)))
+        return replace(analysis, bridge=analyser._bridge(analysis.step_spans, features))
     finally:
         analyse_module.bridge_vectors, analyser.bridge_embeddings = shipped, saved
 
@@ -207,7 +229,7 @@ def main() -> None:
         ious: list[float] = []
         with tempfile.TemporaryDirectory() as tmp:
             library = Library.open(Path(tmp) / "library")
-            variants = {vid: _with_bridge(analyser, a, v, classes) for vid, (_, _, a) in clips.items()}
+            variants = {vid: _with_bridge(analyser, a, v, classes, p) for vid, (p, _, a) in clips.items()}
             with library.writer() as writer:
                 for vid, (path, _, _) in clips.items():
                     store_analysis(writer, writer.lookup(path, fingerprint), variants[vid], analyser)
