@@ -3,7 +3,7 @@
 Each of the 1,000 class names is embedded once as "there is a {name} in the scene"; a frame's vector is the
 probability-weighted mean of its top classes' embeddings. It is a search channel beside the trained per-time head,
 measured in docs/architecture.md §3 to rank the right video first for 3 of 5 visual queries on unseen real videos
-(then with "a photo of a {name}", which the stage-1 teacher in training.trainer still uses).
+(then with "a photo of a {name}"). The stage-1 teacher in training.trainer words its classes with these PROMPTS too.
 """
 
 from __future__ import annotations
