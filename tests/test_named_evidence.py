@@ -245,3 +245,25 @@ def test_brand_and_printed_words_are_asked_of_the_screen_text() -> None:
 
     assert is_text_question("what brand of car is shown?") and is_text_question("what is printed on his shirt?")
     assert not is_text_question("what is the man holding?") and not is_text_question("what sign does he make?")
+
+
+def test_where_questions_name_the_place_the_seen_things_belong_to() -> None:
+    from types import SimpleNamespace
+
+    from damo_cli.encoders.visual import imagenet_class_names
+    from damo_cli.pipeline.evidence import PLACES, NamedEvidence, _place, describe, is_place_question
+
+    names = imagenet_class_names()
+    assert all(c in names for classes in PLACES.values() for c in classes)  # every place speaks ImageNet's names
+    index = {n: i for i, n in enumerate(names)}
+    top = [index["wok"], index["frying pan"], index["potter's wheel"]] + list(range(7))
+    frames = SimpleNamespace(frame_times=np.array([0.0, 0.5]), class_index=np.array([top, top]),
+                             class_prob=np.array([[0.3, 0.2, 0.4] + [0.01] * 7] * 2))  # fmt: skip
+    place = _place(frames, 0.0, 1.0)
+    assert place == ("a kitchen", ["wok", "frying pan"])  # wok + pan outweigh the likelier potter's wheel
+    answer = describe("what room is she in?", NamedEvidence((0.0, 1.0), seen=[("potter's wheel", 0.4)], place=place))
+    assert answer.startswith("It looks like a kitchen (I see a wok and a frying pan)")
+    assert is_place_question("where is this filmed?") and not is_place_question("what is she holding?")
+    nothing = SimpleNamespace(frame_times=np.array([0.0]), class_index=np.array([list(range(10))]),
+                              class_prob=np.array([[0.1] * 10]))  # fmt: skip
+    assert _place(nothing, 0.0, 1.0) is None  # ImageNet's first ten classes are fish and birds: no place
