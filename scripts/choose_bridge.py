@@ -181,8 +181,10 @@ def _region_probs(analyser: Analyser, path: Path, analysis: VideoAnalysis, share
         logits = features.visual_local.float() @ fc.weight.T.float() + fc.bias.float()  # (N, 4, 1000)
     regions = logits.softmax(-1).mean(1)
     base = _features(analysis)
-    return SimpleNamespace(frame_times=base.frame_times,
-                           class_probs=lambda classes=1000: (1 - share) * base.class_probs(classes) + share * regions)
+    return SimpleNamespace(
+        frame_times=base.frame_times,
+        class_probs=lambda classes=1000: (1 - share) * base.class_probs(classes) + share * regions,
+    )
 
 
 def _with_bridge(

@@ -98,7 +98,6 @@ class ScreenTextReader:
                 lines.append((text, float(confidence)))
         return lines
 
-
     def _boxes_and_text(self, image: np.ndarray) -> list[tuple[np.ndarray, tuple[str, float]]]:
         """PP-OCR's detect-crop-recognise, detecting on a DETECT_LONG_SIDE copy: (box in `image`'s pixels, (text,
         confidence)) per line, top to bottom."""

@@ -60,7 +60,7 @@ _QUESTION_LEAD = re.compile(
     re.IGNORECASE,
 )
 
-# "what does he say?", and also "where does she say she starts?", "who is talked about?": asked about what is said
+# "what does he say?", and also "where does she say she starts?", "who does she talk about?": about what is said
 _SPEECH_QUESTION = re.compile(
     r"^\s*(?:what|where|who|which|how)\b.*\b(?:say|says|said|saying|tell|tells|told|telling|talk|talks|talking)\b",
     re.IGNORECASE,
