@@ -40,13 +40,13 @@ LOCALISED = 0.3  # a top moment at least this confident (and not the whole clip)
 # train split (39 colour questions): through `damo eval --answers` the thing's colours named the expected one for 22
 # against 20 for the whole picture's; in the first sweep levels 0.5-0.75 gave 23-24, 0.3 gave 20, 0.9 gave 19.
 THING_FRAMES = 4
+THING_LEVEL = 0.75
 # The class that locates the thing is the one most like the question's subject among the frames' THING_CANDIDATES
 # most probable classes, however probable each is ("his shorts" -> swimming trunks, not the likelier croquet ball).
 # Train split, 39 colour questions in 188: among the top 50 by likeness alone 56 of 188 named against 53 when
 # probability x (1 + 4 x likeness) chose among the top 12 as before; top 12 by likeness or top 50 with probability
 # ^0.25 gave 55.
 THING_CANDIDATES = 50
-THING_LEVEL = 0.75
 
 _TEXT_QUESTION = re.compile(
     r"\b(?:written|writ(?:e|es|ing)|text|word|words|spell(?:s|ed|ing)?|label|labels|watermark|logo|logos"
