@@ -20,7 +20,7 @@ import math
 import subprocess
 import tempfile
 import tomllib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -588,25 +588,38 @@ def render_video(
     cache: _FootageFrames | None = None,
 ) -> Path:
     """Encode a plan into an MP4 (H.264 + AAC mono) with the imageio-ffmpeg binary."""
+    cache = cache or _FootageFrames(plan["width"], plan["height"])
+    audio = render_audio(plan, speech_samples)
+    return write_mp4(_frames(plan, sources, cache), audio, plan["sample_rate"], plan["fps"], out, settings)
+
+
+def write_mp4(
+    frames: Iterable[np.ndarray], audio: np.ndarray, sample_rate: int, fps: int, out: Path, settings: ComposeSettings
+) -> Path:
+    """(H, W, 3) uint8 RGB frames and mono float audio -> an MP4 (H.264 + AAC mono) at `out`, frames streamed to
+    the imageio-ffmpeg binary as they come; the same input gives the same bytes."""
     import soundfile
     from imageio_ffmpeg import get_ffmpeg_exe
 
-    cache = cache or _FootageFrames(plan["width"], plan["height"])
-    audio = render_audio(plan, speech_samples)
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise DataError(f"no frames to encode into {out.name}")
+    height, width = first.shape[:2]
     with tempfile.TemporaryDirectory(prefix="damo-compose-") as tmp_name:
         wav = Path(tmp_name) / "audio.wav"
-        soundfile.write(str(wav), audio, plan["sample_rate"], subtype="PCM_16")
+        soundfile.write(str(wav), audio, sample_rate, subtype="PCM_16")
         log = Path(tmp_name) / "ffmpeg.log"
         cmd = [
             get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{plan['width']}x{plan['height']}",
-            "-framerate", str(plan["fps"]), "-i", "-",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+            "-framerate", str(fps), "-i", "-",
             "-i", str(wav),
             "-map", "0:v", "-map", "1:a",
-            # one encoder thread: output bytes depend only on the plan, and the machine's other users keep a core
+            # one encoder thread: output bytes depend only on the input, and the machine's other users keep a core
             "-c:v", "libx264", "-preset", "veryfast", "-crf", str(settings.crf), "-pix_fmt", "yuv420p",
-            "-g", str(2 * plan["fps"]), "-threads", "1",
-            "-c:a", "aac", "-b:a", settings.audio_bitrate, "-ar", str(plan["sample_rate"]), "-ac", "1",
+            "-g", str(2 * fps), "-threads", "1",
+            "-c:a", "aac", "-b:a", settings.audio_bitrate, "-ar", str(sample_rate), "-ac", "1",
             "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
             "-movflags", "+faststart", str(out),
         ]  # fmt: skip
@@ -614,7 +627,8 @@ def render_video(
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=log_handle)
             assert proc.stdin is not None
             try:
-                for frame in _frames(plan, sources, cache):
+                proc.stdin.write(first.tobytes())
+                for frame in frames:
                     proc.stdin.write(frame.tobytes())
             except BrokenPipeError:
                 pass  # ffmpeg stopped early; its log says why
@@ -662,7 +676,7 @@ def composable_sources(split: str, names: Sequence[str] | None = None) -> list[_
     return [_Source(c, p) for c, p in present.values()]
 
 
-def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
+def write_jsonl(path: Path, rows: Sequence[dict]) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -723,9 +737,9 @@ def compose_dataset(
             )  # fmt: skip
             if progress is not None:
                 progress(index + 1, n_videos, vid)
-        _write_jsonl(tmp / "annotations.jsonl", annotations)
-        _write_jsonl(tmp / "videos.jsonl", plans)
-        _write_jsonl(tmp / "transcripts.jsonl", transcripts)
+        write_jsonl(tmp / "annotations.jsonl", annotations)
+        write_jsonl(tmp / "videos.jsonl", plans)
+        write_jsonl(tmp / "transcripts.jsonl", transcripts)
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = {
             "format": FORMAT,

@@ -14,14 +14,13 @@ reach the model with the same geometry here as when `damo ask` reads the origina
 from __future__ import annotations
 
 import json
-import subprocess
-import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from damo_cli.data.compose import ComposeSettings, write_jsonl, write_mp4
 from damo_cli.data.errors import DataError
 from damo_cli.integrity import atomic_dir, sha256_file
 
@@ -86,25 +85,10 @@ def _clip_media(clip: RealClip, width: int, height: int, fps: int, rate: int) ->
     return frames, audio.astype(np.float32)
 
 
-def _encode(frames: np.ndarray, audio: np.ndarray, fps: int, rate: int, out: Path) -> None:
-    import soundfile
-    from imageio_ffmpeg import get_ffmpeg_exe
-
-    height, width = frames.shape[1:3]
-    with tempfile.TemporaryDirectory(prefix="damo-real-mix-") as tmp:
-        wav = Path(tmp) / "audio.wav"
-        soundfile.write(str(wav), np.clip(audio, -1.0, 1.0), rate, subtype="PCM_16")
-        cmd = [
-            get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", str(fps), "-i", "-",
-            "-i", str(wav), "-map", "0:v", "-map", "1:a",
-            "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p", "-threads", "1",
-            "-c:a", "aac", "-b:a", "64k", "-ar", str(rate), "-ac", "1", "-map_metadata", "-1", str(out),
-        ]  # fmt: skip
-        proc = subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), capture_output=True, check=False)
-        if proc.returncode != 0 or not out.exists():
-            message = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
-            raise DataError(f"ffmpeg failed to encode {out.name}: {message[0]}")
+def _frames_of(clips: Sequence[RealClip], media: dict[str, tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
+    """The clips' frames in turn, one at a time (no copy of the whole video)."""
+    for clip in clips:
+        yield from media[clip.file][0]
 
 
 def _seconds(value: float) -> str:
@@ -118,16 +102,16 @@ def compose_real_mix(
     seed: int,
     *,
     max_clips: int = 4,
-    width: int = 320,
-    height: int = 180,
-    fps: int = 15,
-    sample_rate: int = 16000,
+    settings: ComposeSettings | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> Path:
-    """Write `count` real-mix videos with annotations.jsonl, augmented.jsonl and manifest.json into `out_dir`.
+    """Write `count` real-mix videos with annotations.jsonl, augmented.jsonl and manifest.json into `out_dir`,
+    encoded as `damo data compose` encodes (`settings`: its size, frame rate, sample rate and quality).
 
     Video i depends only on (seed, i) and the clips; the folder is built beside `out_dir` and renamed into place.
     """
+    settings = settings or ComposeSettings()
+    width, height, fps, sample_rate = settings.width, settings.height, settings.fps, settings.sample_rate
     if count < 1:
         raise DataError("compose at least one video")
     out_dir = Path(out_dir)
@@ -144,20 +128,17 @@ def compose_real_mix(
             n = int(rng.integers(1, min(max_clips, len(clips)) + 1))
             picked = [clips[k] for k in rng.choice(len(clips), size=n, replace=False)]
             vid = f"real-mix-s{seed}-{index:04d}"
-            frame_parts, audio_parts, spans = [], [], []
+            spans = []
             offset = 0.0
             for clip in picked:
                 if clip.file not in media:
                     media[clip.file] = _clip_media(clip, width, height, fps, sample_rate)
-                frames, audio = media[clip.file]
-                length = len(frames) / fps
-                frame_parts.append(frames)
-                audio_parts.append(audio)
+                length = len(media[clip.file][0]) / fps
                 spans.append((clip, offset, offset + length))
                 offset += length
             duration = round(offset, 3)
-            _encode(np.concatenate(frame_parts), np.concatenate(audio_parts), fps, sample_rate,
-                    tmp / "videos" / f"{vid}.mp4")  # fmt: skip
+            audio = np.concatenate([media[clip.file][1] for clip in picked])
+            write_mp4(_frames_of(picked, media), audio, sample_rate, fps, tmp / "videos" / f"{vid}.mp4", settings)
             q = 0
             for clip, start, end in spans:
                 rows = [(query, window, kind) for query, window, kind in clip.moments]
@@ -191,13 +172,12 @@ def compose_real_mix(
             )
             if progress is not None:
                 progress(index + 1, count, vid)
-        for name, rows in (("annotations.jsonl", annotations), ("augmented.jsonl", augmented),
-                           ("clips.jsonl", videos)):  # fmt: skip
-            (tmp / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        write_jsonl(tmp / "annotations.jsonl", annotations)
+        write_jsonl(tmp / "augmented.jsonl", augmented)
+        write_jsonl(tmp / "clips.jsonl", videos)
         manifest = {
-            "format": FORMAT, "seed": seed, "count": count, "queries": len(annotations),
-            "settings": {"max_clips": max_clips, "width": width, "height": height, "fps": fps,
-                         "sample_rate": sample_rate},
+            "format": FORMAT, "seed": seed, "count": count, "queries": len(annotations), "max_clips": max_clips,
+            "settings": asdict(settings),
             "clips": [{"file": c.file, "sha256": c.sha256} for c in clips],
             "files": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
         }  # fmt: skip
