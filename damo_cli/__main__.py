@@ -1,3 +1,3 @@
-from damo_cli.cli import main
+from damo_cli.entry import main
 
 main()

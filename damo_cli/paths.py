@@ -35,6 +35,11 @@ def data_dir() -> Path:
     return path
 
 
+def library_dir() -> Path:
+    """The library `damo index` and `damo search` use when none is named (created when first written)."""
+    return data_dir() / "library"
+
+
 def weights_cache_dir() -> Path:
     path = cache_dir() / "weights"
     path.mkdir(parents=True, exist_ok=True)

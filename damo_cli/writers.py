@@ -1,4 +1,7 @@
-"""Output writers, one class per format, so every verb prints transcripts and found moments the same way."""
+"""Output writers, one class per format, so every verb prints transcripts, found moments and answers the same way.
+
+Light on purpose (the standard library; rich only inside the text writers): the quick lane to a running `damo serve`
+(`damo_cli.server.quick`) prints through these same classes before anything heavy is imported."""
 
 from __future__ import annotations
 
@@ -6,9 +9,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
-from damo_cli.encoders.audio import TranscriptSegment
+if TYPE_CHECKING:
+    from damo_cli.encoders.audio import TranscriptSegment
 
 
 def srt_time(seconds: float) -> str:
@@ -72,4 +76,54 @@ class HitSrtWriter:
             out.write(f"{number}\n{srt_time(hit.start)} --> {srt_time(hit.end)}\n{label}\n\n")
 
 
+class HitJsonWriter:
+    """`damo search --json`: one JSON array of the hits' `to_json()` objects, on one line."""
+
+    def write(self, hits: Sequence[dict], out: TextIO) -> None:
+        out.write(json.dumps(list(hits), ensure_ascii=False) + "\n")
+
+
+class HitTableWriter:
+    """`damo search`'s table: rank, video, moment, score, and what was said, shown or heard there."""
+
+    def __init__(self, query: str) -> None:
+        self.query = query
+
+    def write(self, hits: Sequence[Hit], out: TextIO) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console(file=out)
+        if not hits:
+            console.print("no moments found")
+            return
+        table = Table(title=f"damo search: {self.query}")
+        for column in ("#", "video", "moment", "score", "said, shown or heard"):
+            table.add_column(column, overflow="fold")
+        for rank, hit in enumerate(hits, start=1):
+            table.add_row(
+                str(rank), str(hit.path), f"{hit.start:.1f}–{hit.end:.1f} s", f"{hit.score:.2f}", hit.text or ""
+            )
+        console.print(table)
+
+
 HIT_WRITERS: dict[str, type[HitWriter]] = {"srt": HitSrtWriter}
+
+
+class AnswerWriter:
+    """`damo ask`: the answer, then each supporting moment with its score (times and scores unrounded); with
+    `as_json`, exactly the one JSON object `AskResult.to_json()` gives."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def write(self, payload: dict, moments: Sequence[tuple[float, float, float]], out: TextIO) -> None:
+        if self.as_json:
+            out.write(json.dumps(payload, ensure_ascii=False) + "\n")
+            return
+        from rich.console import Console
+
+        console = Console(file=out)
+        console.print(payload["answer"])
+        for start, end, score in moments:
+            console.print(f"  {start:7.1f} s → {end:7.1f} s   score {score:.2f}")

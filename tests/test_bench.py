@@ -29,6 +29,8 @@ EXPECTED_FIGURES = {
     "ask_open_question_warm",
     "index_peak_rss",
     "index_cli_rtf_long",
+    "serve_ask_cli_p50",
+    "serve_search_cli_p50",
 } | {f"search_{kind}_{size}" for kind in ("p50", "p95", "recall10") for size in ("2k", "6k")}
 if ray_available():  # the Ray figure needs the optional extra; without it the bench says so and leaves it out
     EXPECTED_FIGURES |= {"index_rtf_ray_2_workers"}
@@ -103,6 +105,8 @@ def test_quick_bench_json(tmp_path: Path) -> None:
         assert on_ray["baseline"] == pytest.approx(
             on_ray["detail"]["video_s"] / on_ray["detail"]["single_wall_s"], rel=0.02
         )
+    for key in ("serve_ask_cli_p50", "serve_search_cli_p50"):  # through the server, the answer a user wants
+        assert figures[key]["detail"]["calls"] == 3 and figures[key]["detail"]["answer"], figures[key]
     # The ask really answered: the cold and warm answers agree (features from the cache are the same features).
     asked = figures["ask_warm_in_process"]["detail"]
     assert asked["cold"] == asked["warm"]

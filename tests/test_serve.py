@@ -85,8 +85,11 @@ def test_ask_and_search_use_a_running_server_and_print_the_same_and_survive_its_
         search = ("search", "people riding bikes", "-k", "5", "--library", str(lib), "--json", "--verbose")
         ask = ("ask", str(clip), RIDE, "--json", "--verbose")
         said = ("ask", str(clip), RIDE, "--verbose")  # as text: times and scores printed from unrounded values
+        table = ("search", "people riding bikes", "-k", "5", f"--library={lib}", "--verbose")  # rich's table
+        subtitles = ("search", "--srt", "people riding bikes", "--library", str(lib), "--verbose")
+        calls = (search, ask, said, table, subtitles)
         # the in-process answers, while the server loads its model
-        alone = [run(home, *args, DAMO_NO_SERVER="1") for args in (search, ask, said)]
+        alone = [run(home, *args, DAMO_NO_SERVER="1") for args in calls]
         for result in alone:
             assert result.returncode == 0 and result.stdout.strip(), result.stderr
             assert "running in this process: DAMO_NO_SERVER is set" in result.stderr
@@ -97,13 +100,25 @@ def test_ask_and_search_use_a_running_server_and_print_the_same_and_survive_its_
         assert info["host"] == "127.0.0.1" and info["pid"] == server.pid and info["model"] == "damo-tiny"
         assert info["library"] == str(lib.resolve()) and info["token"] is False
 
-        served = [run(home, *args) for args in (search, ask, said)]
+        served = [run(home, *args) for args in calls]
         for one, other in zip(alone, served, strict=True):
             assert other.returncode == 0, other.stderr
             assert other.stdout == one.stdout  # byte for byte
-            assert f"using the server at http://127.0.0.1:{info['port']}" in other.stderr
+            # said once: the quick lane answered before the full command line was imported
+            assert other.stderr.count(f"using the server at http://127.0.0.1:{info['port']}") == 1, other.stderr
         hits = json.loads(served[0].stdout)
         assert hits[0]["video"] == str(clip) and hits[0]["start"] >= 4.5
+        assert "damo search: people riding bikes" in served[3].stdout and "│ 1 │" in served[3].stdout
+        # what the quick lane leaves to the full command line is judged there, as without a server
+        for args, line in (
+            (("search", " ", "--json"), "the search query is empty"),
+            (("ask", str(tmp_path / "missing.mp4"), RIDE), "missing.mp4"),
+            (("ask", str(videos), RIDE), "videos"),
+            (("search", "bikes", "-k", "0"), "-k"),
+        ):
+            with_server, without = run(home, *args), run(home, *args, DAMO_NO_SERVER="1")
+            assert with_server.returncode == without.returncode != 0 and line in with_server.stderr
+            assert with_server.stderr == without.stderr and "Traceback" not in with_server.stderr
 
         url = f"http://127.0.0.1:{info['port']}"
         with urllib.request.urlopen(f"{url}/status", timeout=30) as response:
@@ -137,6 +152,35 @@ def test_ask_and_search_use_a_running_server_and_print_the_same_and_survive_its_
         if server.poll() is None:
             server.kill()
             server.wait(30)
+
+
+def test_the_quick_lane_reads_only_the_arguments_it_knows_for_sure():
+    from damo_cli.server.quick import parse
+
+    call = parse(["search", "a dog", "-k", "3", "--path=~/Videos", "--json", "--library", "lib", "--verbose"])
+    assert call is not None and call.arguments == ["a dog"] and call.flags == {"--json", "--verbose"}
+    assert call.values == {"-k": "3", "--path": "~/Videos", "--library": "lib"}
+    call = parse(["ask", "clip.mp4", "when does the dog jump?", "--model", "damo-base", "--device=cpu"])
+    assert call is not None and call.arguments == ["clip.mp4", "when does the dog jump?"]
+    assert call.value("--model") == "damo-base" and call.value("--device") == "cpu"
+    for argv in (
+        [],
+        ["index", "videos"],
+        ["search", "a dog", "--help"],
+        ["search", "a dog", "--clip", "out"],  # exporting clips needs the full command line
+        ["search", "a dog", "-k3"],
+        ["search", "a dog", "-k=3"],  # click reads the value "=3" and refuses it
+        ["search", "a dog", "-k", "0"],
+        ["search", "a dog", "-k"],
+        ["search", "   "],
+        ["search", "a dog", "more words"],
+        ["search", "--", "-a dog"],
+        ["search", "a dog", "--json", "--srt"],
+        ["ask", "clip.mp4"],
+        ["ask", "clip.mp4", "when?", "--library", "lib"],  # ask has no --library
+        ["ask", "clip.mp4", "when?", "--srt"],
+    ):
+        assert parse(argv) is None, argv
 
 
 def test_a_clean_stop_removes_the_discovery_file_and_other_addresses_need_a_token(home):

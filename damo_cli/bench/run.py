@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from damo_cli.bench import asking, indexing, scaling, searching
+from damo_cli.bench import asking, indexing, scaling, searching, serving
 from damo_cli.bench.homes import fresh_home, using_home
 from damo_cli.bench.machine import describe_machine, load_average
 from damo_cli.bench.media import make_clip, make_long
@@ -33,6 +33,8 @@ class BenchConfig:
     search_queries: int
     exact_queries_past_100k: int  # a flat scan of 1M moments is slow: fewer exact queries there
     ray_copies: int  # copies of the clip indexed on a local 2-worker Ray instance and by one process
+    serve_calls: int  # CLI asks and searches through `damo serve` (and, baseline_calls, without it)
+    serve_baseline_calls: int
     model: str = "damo-tiny"
     device: str = "cpu"
 
@@ -51,6 +53,8 @@ class BenchConfig:
             search_queries=200,
             exact_queries_past_100k=50,
             ray_copies=4,
+            serve_calls=20,
+            serve_baseline_calls=5,
             model=model,
             device=device,
         )
@@ -70,6 +74,8 @@ class BenchConfig:
             search_queries=20,
             exact_queries_past_100k=20,
             ray_copies=2,
+            serve_calls=3,
+            serve_baseline_calls=1,
             model=model,
             device=device,
         )
@@ -78,7 +84,7 @@ class BenchConfig:
         return self.search_queries if n <= 100_000 else self.exact_queries_past_100k
 
 
-STAGES = 8  # the stages of one run, in order: model, media, warm-up, index, ask, search, peak RSS, Ray
+STAGES = 9  # the stages of one run, in order: model, media, warm-up, index, ask, serve, search, peak RSS, Ray
 
 
 def run_bench(
@@ -132,6 +138,20 @@ def run_bench(
         with stopwatch() as took:
             figures += asking.ask_latency(
                 indexer.analyser, clip, audio.startswith("speech"), work, user_cache, config.model, device
+            )
+        done(took())
+
+        done = stage("`damo ask` and `damo search` CLI calls with `damo serve` running, beside none")
+        with stopwatch() as took:
+            question = asking.SPEECH_QUESTION if audio.startswith("speech") else asking.TONE_QUESTION
+            figures += serving.serve_latency(
+                clip,
+                question,
+                fresh_home(work, "home-serve", user_cache),
+                config.serve_calls,
+                config.serve_baseline_calls,
+                config.model,
+                device,
             )
         done(took())
 

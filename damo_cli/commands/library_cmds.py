@@ -13,6 +13,7 @@ from rich.table import Table
 
 from damo_cli.commands.inputs import local_path, local_paths, nonblank
 from damo_cli.errors import DamoError
+from damo_cli.writers import AnswerWriter, HitJsonWriter, HitSrtWriter, HitTableWriter
 
 MODEL_OPTION = typer.Option("damo-tiny", "--model", help="Model card name or trained model folder.")
 DEVICE_OPTION = typer.Option("auto", "--device", help="cpu, cuda, mps or auto (cuda > mps > cpu).")
@@ -164,23 +165,11 @@ def search(
         for clip in export_clips(hits, clip_dir):
             Console(stderr=True).print(f"clip: {clip}", highlight=False)
     if json_output:
-        typer.echo(json.dumps([h.to_json() for h in hits], ensure_ascii=False))
+        HitJsonWriter().write([h.to_json() for h in hits], sys.stdout)
     elif srt:
-        from damo_cli.writers import HitSrtWriter
-
         HitSrtWriter().write(hits, sys.stdout)
     else:
-        if not hits:
-            Console().print("no moments found")
-            return
-        table = Table(title=f"damo search: {query}")
-        for column in ("#", "video", "moment", "score", "said, shown or heard"):
-            table.add_column(column, overflow="fold")
-        for rank, hit in enumerate(hits, start=1):
-            table.add_row(
-                str(rank), str(hit.path), f"{hit.start:.1f}–{hit.end:.1f} s", f"{hit.score:.2f}", hit.text or ""
-            )
-        Console().print(table)
+        HitTableWriter(query).write(hits, sys.stdout)
 
 
 def ask(
@@ -202,7 +191,7 @@ def ask(
     reply = client.ask(video, question, model=model, device=device, say=_say(verbose))
     if reply is not None:  # a running `damo serve` answered
         moments = [(s, e, x) for s, e, x in reply["exact"]["moments"]]
-        _print_answer(reply["result"], reply["result"]["answer"], moments, json_output)
+        _print_answer(reply["result"], moments, json_output)
         return
     from damo_cli.api import load
 
@@ -211,17 +200,11 @@ def ask(
         session = load(model, device)
     _say(verbose)(_evidence_line(session))
     result = session.ask(video, question, status=console.status)
-    _print_answer(result.to_json(), result.answer, result.moments, json_output)
+    _print_answer(result.to_json(), result.moments, json_output)
 
 
-def _print_answer(payload: dict, answer: str, moments: list[tuple[float, float, float]], json_output: bool) -> None:
-    if json_output:
-        typer.echo(json.dumps(payload, ensure_ascii=False))
-        return
-    out = Console()
-    out.print(answer)
-    for start, end, score in moments:
-        out.print(f"  {start:7.1f} s → {end:7.1f} s   score {score:.2f}")
+def _print_answer(payload: dict, moments: list[tuple[float, float, float]], json_output: bool) -> None:
+    AnswerWriter(as_json=json_output).write(payload, moments, sys.stdout)
 
 
 def _search_on_server(

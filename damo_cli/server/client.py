@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from damo_cli.errors import DamoError
+from damo_cli.paths import library_dir
 from damo_cli.server import (
     TOKEN_ENV,
     ServerInfo,
@@ -27,6 +28,7 @@ from damo_cli.server import (
     remove_discovery,
 )
 
+_asked_already = False  # set by the quick lane when it asked a server and said why it could not use it
 CONNECT_TIMEOUT_S = 1.0  # a live local server accepts in microseconds; the answer itself may take minutes
 Say = Callable[[str], None]  # a line for --verbose
 
@@ -55,9 +57,7 @@ def search(
 
 
 def library_key(library: Path | str | None) -> str:
-    from damo_cli.store import Library
-
-    return str(Path(library).expanduser().resolve() if library is not None else Library.default_root().resolve())
+    return str(Path(library).expanduser().resolve() if library is not None else library_dir().resolve())
 
 
 def _request(path: str, body: dict, *, model: str, device: str, library: str | None, say: Say) -> dict | None:
@@ -106,7 +106,16 @@ def _request(path: str, body: dict, *, model: str, device: str, library: str | N
     return None
 
 
+def skip_server() -> None:
+    """The quick lane (server.quick) asked a server in this process and said why it could not use it: ask and
+    search answer here from now on, without asking again or saying it twice."""
+    global _asked_already
+    _asked_already = True
+
+
 def _server_for(model: str, device: str, library: str | None, say: Say) -> ServerInfo | None:
+    if _asked_already:
+        return None
     if disabled():
         say("running in this process: DAMO_NO_SERVER is set")
         return None

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 
 from damo_cli.errors import StoreError
-from damo_cli.paths import data_dir
+from damo_cli.paths import library_dir
 from damo_cli.schema import TranscriptLine
 from damo_cli.store import schema, vectors
 from damo_cli.store.keys import content_key
@@ -206,7 +206,7 @@ class Library:
 
     @classmethod
     def default_root(cls) -> Path:
-        return data_dir() / "library"
+        return library_dir()
 
     @classmethod
     def open(
