@@ -75,7 +75,9 @@ class ScreenTextReader:
             rec_model_dir=str(files["rec"]),
             rec_char_dict_path=str(files["dict"]),
             det_limit_type="max",  # never upscale a frame for detection (the wheel's default upscales to 736 px)
-            det_limit_side_len=READ_LONG_SIDE,
+            # the detector only sees DETECT_LONG_SIDE copies; its warm-up runs at this size, and ONNX Runtime's
+            # arena keeps what the warm-up used: 960 px held ~46 MB more than 640 for the same readings
+            det_limit_side_len=DETECT_LONG_SIDE,
         )
 
     def read(self, frame: np.ndarray) -> list[tuple[str, float]]:

@@ -69,25 +69,27 @@ def iter_audio_windows(
     if not pr.info.has_audio:
         return
     size = max(1, int(round(window_seconds * sample_rate)))
-    pending: list[np.ndarray] = []
+    # Decoded chunks are copied straight into the window they belong to: collecting a 10-minute window's chunks
+    # and concatenating them held three copies of it at once (+114 MB against +38 for the window itself).
+    window = np.empty(size, dtype=np.float32)  # pages are only resident once written
     held = 0
     emitted = 0  # samples already yielded: the next window's start is emitted / sample_rate
     for chunk in _decode_mono(path, pr, sample_rate, 0.0, pr.audio_end):
-        pending.append(chunk)
-        held += chunk.size
-        while held >= size:
-            buf = np.concatenate(pending)
-            yield AudioWindow(start=emitted / sample_rate, samples=buf[:size].copy())
-            emitted += size
-            rest = buf[size:]
-            pending, held = ([rest] if rest.size else []), rest.size
+        while chunk.size:
+            take = min(size - held, chunk.size)
+            window[held : held + take] = chunk[:take]
+            held, chunk = held + take, chunk[take:]
+            if held == size:
+                yield AudioWindow(start=emitted / sample_rate, samples=window)
+                emitted += size
+                window, held = np.empty(size, dtype=np.float32), 0
     if pr.audio_end is not None:
         want_total = int(round(pr.audio_end * sample_rate))
         got_total = emitted + held
         if got_total < want_total:
             _check_complete(path, got_total / sample_rate, pr.audio_end, 0.0)
     if held:
-        yield AudioWindow(start=emitted / sample_rate, samples=np.concatenate(pending))
+        yield AudioWindow(start=emitted / sample_rate, samples=window[:held].copy())
 
 
 # ---------------------------------------------------------------------------------------------------------------

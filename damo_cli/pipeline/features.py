@@ -52,6 +52,7 @@ from damo_cli.encoders.sounds import SoundEvent
 from damo_cli.errors import NoVideoStreamError
 from damo_cli.integrity import atomic_path
 from damo_cli.media import FrameReader, iter_audio_windows, probe
+from damo_cli.memory import release_free_memory
 from damo_cli.model.config import DamoConfig
 from damo_cli.model.damo import ClipFeatures
 from damo_cli.paths import cache_dir
@@ -305,6 +306,8 @@ class FeatureExtractor:
             if tracker is not None:
                 tracker.see(at, frame)
             colours.append(ColourShares(at, [round(float(x), 4) for x in colour_shares(frame)]))
+            if len(colours) % 30 == 0:
+                release_free_memory()  # the full-size frames read so far
         self.timings["screen_text"] += time.perf_counter() - started
         return (tracker.lines(duration) if tracker is not None else None), colours
 
@@ -354,6 +357,8 @@ class FeatureExtractor:
                         embeds.append(encoded.image_embeds.half())
                     last = float(piece_times[keep][-1])
                 self.timings["visual"] += time.perf_counter() - started
+                del batch
+                release_free_memory()  # a minute of decoded frames and their activations, freed just now
                 if on_progress is not None:
                     on_progress(0.8 * end / max(info.duration, 1e-6))
         if not times:
@@ -362,19 +367,22 @@ class FeatureExtractor:
         transcript: list[TranscriptSegment] = []
         sounds: list[SoundEvent] | None = [] if self.detect_sounds else None
         if info.has_audio:
-            windows, segments = [], []
+            pooled, segments = [], []
             for piece in iter_audio_windows(path, window_seconds=AUDIO_PIECE_SECONDS):  # one decode for all uses
                 started = time.perf_counter()
                 piece_windows = self.audio.encode(piece.samples, start=piece.start)
-                windows += piece_windows
+                if piece_windows:  # pooled now: a piece's full states are dropped before the next is encoded
+                    pooled.append(pool_audio_windows(piece_windows, config.audio_tokens_per_window))
                 self.timings["audio"] += time.perf_counter() - started
                 if self.transcribe:
                     language = self._language(piece_windows)
                     segments += self._transcribe_piece(piece.samples, piece.start, language)
                 if sounds is not None:
                     sounds += self._detect_sounds(piece.samples, piece.start)
-            if windows:
-                audio_bins, audio_valid, audio_starts = pool_audio_windows(windows, config.audio_tokens_per_window)
+                del piece, piece_windows
+                release_free_memory()  # ten minutes of samples, their encoder states and the transcriber's buffers
+            if pooled:
+                audio_bins, audio_valid, audio_starts = (torch.cat(parts) for parts in zip(*pooled, strict=True))
             transcript = split_at_pauses(segments, UTTERANCE_PAUSE_SECONDS)
         if on_progress is not None:
             on_progress(1.0)
@@ -479,17 +487,25 @@ def _read_side_file(path: Path, kind: type) -> list | None:
 
 
 def pool_audio_windows(windows: Sequence[Any], tokens: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Whisper windows -> (W, La, Da) masked bin means, (W,) valid counts, (W,) starts."""
-    states = torch.stack([torch.as_tensor(w.states, dtype=torch.float32) for w in windows])  # (W, S, Da)
-    count, length = states.shape[0], states.shape[1]
-    per_bin = length // tokens
+    """Whisper windows -> (W, La, Da) masked bin means, (W,) valid counts, (W,) starts.
+
+    One window at a time: stacking a 30-minute video's states (60 x 1500 x 512 floats) and masking them made three
+    184 MB copies at once."""
+    bins = torch.stack([_masked_bin_means(w, tokens) for w in windows])
     valid = torch.tensor([int(w.valid) for w in windows], dtype=torch.int32)
-    mask = (torch.arange(length)[None, :] < valid[:, None]).float()  # (W, S)
-    sums = (states * mask[..., None]).reshape(count, tokens, per_bin, -1).sum(2)
-    counts = mask.reshape(count, tokens, per_bin).sum(2).clamp_min(1.0)
-    bins = (sums / counts[..., None]).half()
     starts = torch.tensor([float(w.start) for w in windows], dtype=torch.float32)
     return bins, valid, starts
+
+
+def _masked_bin_means(window: Any, tokens: int) -> torch.Tensor:
+    """(S, Da) states of one window -> (La, Da) means of each bin's states over real audio (padding masked)."""
+    states = torch.as_tensor(window.states, dtype=torch.float32)
+    length = states.shape[0]
+    per_bin = length // tokens
+    mask = (torch.arange(length) < int(window.valid)).float()  # (S,)
+    sums = (states * mask[:, None]).reshape(tokens, per_bin, -1).sum(1)
+    counts = mask.reshape(tokens, per_bin).sum(1).clamp_min(1.0)
+    return (sums / counts[:, None]).half()
 
 
 def save_features(folder: Path, features: VideoFeatures, with_transcript: bool = True) -> None:
