@@ -3,7 +3,8 @@
 On 2 cores ONNX Runtime ran EfficientNet-Lite0 3-5x faster than PyTorch eager, and a MiniLM query needs neither
 torch nor transformers at all once its export exists (their imports were ~7 s of every warm `damo ask`). The export
 is made from the verified PyTorch weights; its sha256 (and the sha256 of the weights it came from) is recorded in a
-JSON file beside it and checked on every load, so a truncated or altered export is made again, never run.
+JSON file beside it and checked on every load (the hash remembered by path, size, mtime and inode, as the packaged
+weights'), so a truncated or altered export is made again, never run.
 Where an export cannot be made (no `onnx` module, an exporter that cannot trace the network), callers run PyTorch.
 """
 
