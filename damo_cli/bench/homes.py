@@ -76,9 +76,14 @@ def run_cli(args: list[str], home: Path, log_dir: Path) -> CliRun:
         peak = _watch_hwm(proc, status) if status.exists() else _sample_rss(proc)
         wall = time.perf_counter() - start
     if proc.returncode != 0:
-        tail = err_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no message"]
-        raise RuntimeError(f"`damo {' '.join(args[:1])}` failed in the bench (exit {proc.returncode}): {tail[0]}")
+        raise cli_failure(args, proc.returncode, err_path.read_text(errors="replace"))
     return CliRun(wall, peak, out_path.read_text(errors="replace"))
+
+
+def cli_failure(args: list[str], returncode: int | None, stderr: str) -> RuntimeError:
+    """What the bench raises when a `damo ARGS` subprocess fails: the verb, its exit code and its last line."""
+    tail = stderr.strip().splitlines()[-1:] or ["no message"]
+    return RuntimeError(f"`damo {' '.join(args[:1])}` failed in the bench (exit {returncode}): {tail[0]}")
 
 
 def _watch_hwm(proc: subprocess.Popen, status: Path) -> int | None:

@@ -190,8 +190,7 @@ def ask(
 
     reply = client.ask(video, question, model=model, device=device, say=_say(verbose))
     if reply is not None:  # a running `damo serve` answered
-        moments = [(s, e, x) for s, e, x in reply["exact"]["moments"]]
-        _print_answer(reply["result"], moments, json_output)
+        _print_answer(reply["result"], client.exact_moments(reply), json_output)
         return
     from damo_cli.api import load
 
@@ -218,10 +217,7 @@ def _search_on_server(
         return None
     from damo_cli.pipeline.search import SearchHit
 
-    return [
-        SearchHit(Path(hit["video"]), start, end, score, hit["text"])
-        for hit, (start, end, score) in zip(reply["result"], reply["exact"], strict=True)
-    ]
+    return [SearchHit(*hit) for hit in client.exact_hits(reply)]
 
 
 def _evidence_line(session) -> str:  # noqa: ANN001 - damo_cli.api.Session, imported lazily

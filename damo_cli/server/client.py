@@ -56,6 +56,19 @@ def search(
     return _request("/search", body, model=model, device=device, library=root, say=say)
 
 
+def exact_moments(reply: dict) -> list[tuple[float, float, float]]:
+    """An /ask reply's supporting moments, times and scores unrounded: [(start, end, score), ...]."""
+    return [(s, e, x) for s, e, x in reply["exact"]["moments"]]
+
+
+def exact_hits(reply: dict) -> list[tuple[Path, float, float, float, str | None]]:
+    """A /search reply's hits, times and scores unrounded: [(video, start, end, score, text), ...]."""
+    return [
+        (Path(hit["video"]), start, end, score, hit["text"])
+        for hit, (start, end, score) in zip(reply["result"], reply["exact"], strict=True)
+    ]
+
+
 def library_key(library: Path | str | None) -> str:
     return str(Path(library).expanduser().resolve() if library is not None else library_dir().resolve())
 

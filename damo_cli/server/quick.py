@@ -147,18 +147,16 @@ def _search(call: Call, say) -> dict | None:  # noqa: ANN001 - say: client.Say
 
 def _print(call: Call, reply: dict) -> None:
     from damo_cli import writers
+    from damo_cli.server import client
 
     if call.verb == "ask":
-        moments = [(s, e, x) for s, e, x in reply["exact"]["moments"]]
+        moments = client.exact_moments(reply)
         writers.AnswerWriter(as_json="--json" in call.flags).write(reply["result"], moments, sys.stdout)
         return
     if "--json" in call.flags:
         writers.HitJsonWriter().write(reply["result"], sys.stdout)
         return
-    hits = [
-        ServedHit(Path(hit["video"]), start, end, score, hit["text"])
-        for hit, (start, end, score) in zip(reply["result"], reply["exact"], strict=True)
-    ]
+    hits = [ServedHit(*hit) for hit in client.exact_hits(reply)]
     if "--srt" in call.flags:
         writers.HitSrtWriter().write(hits, sys.stdout)
     else:
