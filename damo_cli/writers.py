@@ -7,12 +7,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TextIO
 
+TYPE_CHECKING = False  # typing is not imported at run time: the quick lane prints through this module
 if TYPE_CHECKING:
+    from typing import Protocol, TextIO
+
     from damo_cli.encoders.audio import TranscriptSegment
+
+    class TranscriptWriter(Protocol):
+        def write(self, segments: Sequence[TranscriptSegment], out: TextIO) -> None: ...
+
+    class Hit(Protocol):
+        """A found moment (damo_cli.pipeline.search.SearchHit): the video, its stretch, the score, what matched."""
+
+        path: Path
+        start: float
+        end: float
+        score: float
+        text: str | None
+
+    class HitWriter(Protocol):
+        def write(self, hits: Sequence[Hit], out: TextIO) -> None: ...
 
 
 def srt_time(seconds: float) -> str:
@@ -22,10 +38,6 @@ def srt_time(seconds: float) -> str:
     minutes, millis = divmod(millis, 60_000)
     secs, millis = divmod(millis, 1000)
     return f"{hours:02d}:{minutes:02d}:{secs:02d},{millis:03d}"
-
-
-class TranscriptWriter(Protocol):
-    def write(self, segments: Sequence[TranscriptSegment], out: TextIO) -> None: ...
 
 
 class TextWriter:
@@ -46,25 +58,13 @@ class JsonLinesWriter:
     """One JSON object per segment, with word timings."""
 
     def write(self, segments: Sequence[TranscriptSegment], out: TextIO) -> None:
+        from dataclasses import asdict
+
         for seg in segments:
             out.write(json.dumps(asdict(seg), ensure_ascii=False) + "\n")
 
 
 TRANSCRIPT_WRITERS: dict[str, type[TranscriptWriter]] = {"text": TextWriter, "srt": SrtWriter, "jsonl": JsonLinesWriter}
-
-
-class Hit(Protocol):
-    """A found moment (damo_cli.pipeline.search.SearchHit): the video, its stretch, the score, what matched."""
-
-    path: Path
-    start: float
-    end: float
-    score: float
-    text: str | None
-
-
-class HitWriter(Protocol):
-    def write(self, hits: Sequence[Hit], out: TextIO) -> None: ...
 
 
 class HitSrtWriter:

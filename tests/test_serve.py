@@ -239,3 +239,43 @@ def test_a_token_is_required_on_every_request_and_never_written_down(tmp_path, m
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "said"),
+    [
+        (b"", "not an HTTP reply"),  # accepted, then closed without a word
+        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "not an HTTP reply"),  # something else owns the port
+        (b'HTTP/1.0 200 OK\r\nContent-Length: 400\r\n\r\n{"result": [', "reply cut short"),  # killed mid-reply
+    ],
+)
+def test_a_reply_that_is_not_a_whole_http_answer_is_answered_in_this_process(tmp_path, monkeypatch, reply, said):
+    """The client speaks HTTP on a plain socket (http.client's import was a quarter of a served search): whatever
+    listens on the discovery file's port and does not answer like `damo serve` makes `damo search` fall back."""
+    import socket
+
+    from damo_cli.server import ServerInfo, client, write_discovery
+
+    monkeypatch.setenv("DAMO_HOME", str(tmp_path))
+    monkeypatch.delenv("DAMO_NO_SERVER", raising=False)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_once() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(reply)
+
+    thread = threading.Thread(target=answer_once, daemon=True)
+    thread.start()
+    library = str((tmp_path / "data" / "library").resolve())
+    write_discovery(ServerInfo("127.0.0.1", port, os.getpid(), "damo-tiny", "cpu", library, "0", False))
+    lines: list[str] = []
+    try:
+        result = client.search("a dog", 5, None, model="damo-tiny", device="auto", library=None, say=lines.append)
+    finally:
+        thread.join(10)
+        listener.close()
+    assert result is None
+    assert lines == [f"running in this process: the server at http://127.0.0.1:{port} stopped answering ({said})"]
