@@ -7,8 +7,10 @@ One `WhisperBackbone` load serves both the encoder (per-window states for the Da
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -68,10 +70,14 @@ class WhisperBackbone:
 
     def encode(self, samples: np.ndarray, start: float = 0.0) -> list[AudioWindowStates]:
         """16 kHz mono float32 -> encoder states per 30 s window (the last window padded, with `valid` marking it)."""
+        return list(self.iter_encode(samples, start))
+
+    def iter_encode(self, samples: np.ndarray, start: float = 0.0) -> Iterator[AudioWindowStates]:
+        """`encode`, one window at a time: a caller that pools each window keeps one window's states (3 MB), not
+        a ten-minute piece's (60 MB)."""
         _check_mono(samples)
         window = int(self.window_seconds * self.sample_rate)
         frames_per_window = window // 160  # mel hop of 10 ms
-        out: list[AudioWindowStates] = []
         for offset in range(0, max(len(samples), 1), window):
             chunk = samples[offset : offset + window].astype(np.float32, copy=False)
             if len(chunk) == 0:
@@ -80,8 +86,7 @@ class WhisperBackbone:
             mel = np.pad(mel, ((0, 0), (0, frames_per_window - mel.shape[1])))
             states = np.asarray(self.model.encode(mel[None].astype(np.float32)))  # (1, 1500, 512)
             valid = min(self.states_per_window, math.ceil(len(chunk) / window * self.states_per_window))
-            out.append(AudioWindowStates(start + offset / self.sample_rate, states[0].astype(np.float32), valid))
-        return out
+            yield AudioWindowStates(start + offset / self.sample_rate, states[0].astype(np.float32), valid)
 
     def language_of(self, windows: list[AudioWindowStates]) -> str | None:
         """The spoken language, from encoder states already computed (None: no windows).
@@ -90,16 +95,18 @@ class WhisperBackbone:
         encoder pass beside damo's features and the transcription's own): here one decoder step per window names it.
         Each language's probability is summed over the windows, so speech outweighs the diffuse guesses of silence.
         """
-        import ctranslate2
-
         totals: dict[str, float] = {}
         for window in windows:
-            states = ctranslate2.StorageView.from_array(np.ascontiguousarray(window.states[None], dtype=np.float32))
-            for token, probability in self.model.model.detect_language(states)[0]:
-                totals[token] = totals.get(token, 0.0) + probability
-        if not totals:
-            return None
-        return max(totals, key=totals.__getitem__).strip("<|>")
+            self.add_language_scores(window, totals)
+        return most_likely_language(totals)
+
+    def add_language_scores(self, window: AudioWindowStates, totals: dict[str, float]) -> None:
+        """Add one window's language probabilities to `totals` (`language_of`, a window at a time)."""
+        import ctranslate2
+
+        states = ctranslate2.StorageView.from_array(np.ascontiguousarray(window.states[None], dtype=np.float32))
+        for token, probability in self.model.model.detect_language(states)[0]:
+            totals[token] = totals.get(token, 0.0) + probability
 
     def transcribe(
         self, samples: np.ndarray, language: str | None = None, beam_size: int = 1
@@ -114,6 +121,7 @@ class WhisperBackbone:
         _check_mono(samples)
         if len(samples) == 0:
             return []
+        bound_vad_batches()
         segments, _info = self.model.transcribe(
             samples.astype(np.float32, copy=False),
             language=language,
@@ -132,6 +140,59 @@ class WhisperBackbone:
             if text:
                 result.append(TranscriptSegment(float(seg.start), float(seg.end), text, words))
         return result
+
+
+VAD_ROWS = 1000  # 32 ms frames per Silero VAD run: 32 s of audio
+
+
+class _RowBatchedSession:
+    """Silero VAD's ONNX session, run VAD_ROWS frames at a time with its LSTM state (h, c) carried between runs.
+
+    faster-whisper hands the VAD up to 10,000 frames (5 min 20 s) per run: on a 10-minute piece of a long video that
+    held ~176 MB of activations at once, the largest transient of `damo index`. Carried state makes the smaller runs
+    give the same probabilities bit for bit (the model's frames are independent before its LSTM, which reads them
+    in order); measured on 10 minutes of audio: peak +41 MB instead of +176, 1.1 s instead of 1.3 s
+    (tests/test_backbones.py checks the speech stretches are unchanged)."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def run(self, output_names: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        frames, h, c = feeds["input"], feeds["h"], feeds["c"]
+        probabilities = []
+        for first in range(0, len(frames), VAD_ROWS):
+            out, h, c = self.session.run(output_names, {"input": frames[first : first + VAD_ROWS], "h": h, "c": c})
+            probabilities.append(out)
+        return [np.concatenate(probabilities, 0) if probabilities else np.zeros((0,), np.float32), h, c]
+
+    def __getattr__(self, name: str) -> Any:  # get_inputs() and the rest: the session's own
+        return getattr(self.session, name)
+
+
+def bound_vad_batches() -> None:
+    """Make faster-whisper's (shared, cached) Silero VAD run in VAD_ROWS-frame batches; left as it is when its
+    shape is not the one this was measured on (another faster-whisper)."""
+    try:
+        from faster_whisper.vad import get_vad_model
+    except ImportError:
+        return
+    model = get_vad_model()
+    session = getattr(model, "session", None)
+    if session is None or isinstance(session, _RowBatchedSession):
+        return
+    try:
+        names = [i.name for i in session.get_inputs()]
+    except Exception:  # noqa: BLE001 - not an ONNX Runtime session: leave it alone
+        return
+    if names == ["input", "h", "c"]:
+        model.session = _RowBatchedSession(session)
+
+
+def most_likely_language(totals: dict[str, float]) -> str | None:
+    """The language with the most summed probability ("<|en|>" -> "en"); None when nothing was heard."""
+    if not totals:
+        return None
+    return max(totals, key=totals.__getitem__).strip("<|>")
 
 
 def split_at_pauses(segments: list[TranscriptSegment], pause: float) -> list[TranscriptSegment]:

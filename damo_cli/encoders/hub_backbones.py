@@ -25,6 +25,7 @@ import functools
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,19 +269,22 @@ class HubWhisper:
         mel = self.features(chunks, sampling_rate=self.sample_rate, return_tensors="pt").input_features
         return mel.to(self.device, self.dtype)
 
-    @torch.inference_mode()
     def encode(self, samples: np.ndarray, start: float = 0.0) -> list[AudioWindowStates]:
+        return list(self.iter_encode(samples, start))
+
+    def iter_encode(self, samples: np.ndarray, start: float = 0.0) -> Iterator[AudioWindowStates]:
+        """`encode`, a batch of windows at a time (the caller pools each window as it comes)."""
         windows = self._windows(samples)
         window = self.window_seconds * self.sample_rate
-        out: list[AudioWindowStates] = []
         with out_of_memory_hint("encoding audio"):
             for first in range(0, len(windows), self.batch_size):
                 group = windows[first : first + self.batch_size]
-                states = self.encoder(input_features=self._mel([c for _, c in group])).last_hidden_state
-                for (offset, chunk), row in zip(group, states.float().cpu().numpy(), strict=True):
+                with torch.inference_mode():
+                    states = self.encoder(input_features=self._mel([c for _, c in group])).last_hidden_state
+                    rows = states.float().cpu().numpy()
+                for (offset, chunk), row in zip(group, rows, strict=True):
                     valid = min(self.states_per_window, math.ceil(len(chunk) / window * self.states_per_window))
-                    out.append(AudioWindowStates(start + offset / self.sample_rate, row, valid))
-        return out
+                    yield AudioWindowStates(start + offset / self.sample_rate, row, valid)
 
     @torch.inference_mode()
     def transcribe(

@@ -44,7 +44,13 @@ import torch
 from damo_cli.cards import BackboneSpec, ModelCard
 from damo_cli.encoders import screen_text as screen_text_module
 from damo_cli.encoders import sounds as sounds_module
-from damo_cli.encoders.audio import TRANSCRIBE_SETTINGS, TranscriptSegment, Word, split_at_pauses
+from damo_cli.encoders.audio import (
+    TRANSCRIBE_SETTINGS,
+    TranscriptSegment,
+    Word,
+    most_likely_language,
+    split_at_pauses,
+)
 from damo_cli.encoders.colours import NAMES as COLOUR_NAMES
 from damo_cli.encoders.colours import colour_shares
 from damo_cli.encoders.screen_text import ScreenText
@@ -370,16 +376,26 @@ class FeatureExtractor:
             pooled, segments = [], []
             for piece in iter_audio_windows(path, window_seconds=AUDIO_PIECE_SECONDS):  # one decode for all uses
                 started = time.perf_counter()
-                piece_windows = self.audio.encode(piece.samples, start=piece.start)
-                if piece_windows:  # pooled now: a piece's full states are dropped before the next is encoded
-                    pooled.append(pool_audio_windows(piece_windows, config.audio_tokens_per_window))
-                self.timings["audio"] += time.perf_counter() - started
+                languages: dict[str, float] | None = {} if hasattr(self.audio, "add_language_scores") else None
+                language_seconds = 0.0
+                for window in self.audio.iter_encode(piece.samples, start=piece.start):
+                    # pooled, and its language read, as it comes: one window's full states are held, not a piece's
+                    pooled.append(pool_audio_windows([window], config.audio_tokens_per_window))
+                    if self.transcribe and languages is not None:
+                        language_started = time.perf_counter()
+                        self.audio.add_language_scores(window, languages)
+                        language_seconds += time.perf_counter() - language_started
+                    del window
+                self.timings["audio"] += time.perf_counter() - started - language_seconds
+                self.timings["transcribe"] += language_seconds
                 if self.transcribe:
-                    language = self._language(piece_windows)
+                    # the language named from the states just computed saves the transcriber an encoder pass (None:
+                    # a backbone that cannot say; the transcriber detects it itself)
+                    language = most_likely_language(languages) if languages is not None else None
                     segments += self._transcribe_piece(piece.samples, piece.start, language)
                 if sounds is not None:
                     sounds += self._detect_sounds(piece.samples, piece.start)
-                del piece, piece_windows
+                del piece
                 release_free_memory()  # ten minutes of samples, their encoder states and the transcriber's buffers
             if pooled:
                 audio_bins, audio_valid, audio_starts = (torch.cat(parts) for parts in zip(*pooled, strict=True))
@@ -408,17 +424,6 @@ class FeatureExtractor:
         for piece in iter_audio_windows(path, window_seconds=AUDIO_PIECE_SECONDS):
             segments += self._transcribe_piece(piece.samples, piece.start)
         return split_at_pauses(segments, UTTERANCE_PAUSE_SECONDS)
-
-    def _language(self, windows: list[Any]) -> str | None:
-        """The language named from the states just computed (saves the transcriber an encoder pass); None: the
-        transcriber detects it itself (a backbone without `language_of`)."""
-        language_of = getattr(self.audio, "language_of", None)
-        if language_of is None:
-            return None
-        started = time.perf_counter()
-        language = language_of(windows)
-        self.timings["transcribe"] += time.perf_counter() - started
-        return language
 
     def _transcribe_piece(
         self, samples: np.ndarray, offset: float, language: str | None = None
