@@ -23,6 +23,7 @@ from damo_cli.pipeline.evidence import (
     describe,
     gather,
     is_colour_question,
+    is_monochrome_question,
     is_sound_question,
     is_text_question,
     thing_colours,
@@ -197,7 +198,7 @@ def _generate(
         # question is answered from the evidence.
         return evidence_answer(analysis, moments), moments
     named = gather(analysis, query_vector, analyser.class_embeddings, moments)
-    if is_colour_question(question):
+    if is_colour_question(question) and not is_monochrome_question(question):
         text, classes = analyser.text, analyser.class_embeddings
         named.thing = thing_colours(analyser.features.visual, text, classes, analysis.path, named.span, question)
     spoken = any(s.text.strip() for s in analysis.transcript)
