@@ -549,3 +549,24 @@ def test_ask_on_flat_evidence_answers_with_the_whole_clip_and_says_it_is_unsure(
                            np.zeros((0, 384)), trained=True)  # fmt: skip
     start, end, confidence = moments[0]
     assert start >= 4.0 and end <= 7.0 and confidence > 0.5
+
+
+def test_step_means_equal_the_dense_step_weights_they_replaced() -> None:
+    # Parity with the (steps x frames) weight matrix the bridge used before (quadratic in the video's length): each
+    # step averages the frames inside it, and a step without a frame of its own takes the nearest one.
+    from damo_cli.pipeline.zero_shot import step_means
+
+    rng = np.random.default_rng(3)
+    frame_times = np.concatenate([np.arange(0.0, 4.0, 0.5), np.arange(9.0, 12.0, 0.5)])  # nothing from 4 s to 9 s
+    values = rng.random((len(frame_times), 6)).astype(np.float32)
+    starts = np.arange(0.0, 12.0, 0.75)
+    spans = np.stack([starts, starts + 0.75], 1)
+    inside = (frame_times[None, :] >= spans[:, :1]) & (frame_times[None, :] < spans[:, 1:])
+    for row in np.flatnonzero(~inside.any(1)):
+        inside[row, np.abs(frame_times - spans[row].mean()).argmin()] = True
+    dense = (inside / inside.sum(1, keepdims=True)).astype(np.float32) @ values
+    ours = step_means(spans, frame_times, values)
+    assert np.allclose(ours, dense, atol=1e-6)
+    assert np.array_equal(ours[7], values[np.abs(frame_times - 5.625).argmin()])  # 5.25-6.0 s: the nearest frame
+    shuffled = rng.permutation(len(frame_times))
+    assert np.allclose(step_means(spans, frame_times[shuffled], values[shuffled]), ours, atol=1e-6)

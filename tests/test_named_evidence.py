@@ -267,3 +267,77 @@ def test_where_questions_name_the_place_the_seen_things_belong_to() -> None:
     nothing = SimpleNamespace(frame_times=np.array([0.0]), class_index=np.array([list(range(10))]),
                               class_prob=np.array([[0.1] * 10]))  # fmt: skip
     assert _place(nothing, 0.0, 1.0) is None  # ImageNet's first ten classes are fish and birds: no place
+
+
+def test_an_animal_is_named_by_its_kind_before_its_breed() -> None:
+    from damo_cli.encoders.visual import imagenet_class_names
+    from damo_cli.pipeline.evidence import NamedEvidence, describe, kind_of
+
+    names = imagenet_class_names()
+    # the ranges' edges fall between kinds: the sea lion before the first dog, the wolf after the last
+    assert (names[150], kind_of(names[150])) == ("sea lion", None)
+    assert (names[151], kind_of(names[151])) == ("Chihuahua", "dog")
+    assert (names[268], kind_of(names[268])) == ("Mexican hairless", "dog")
+    assert (names[269], kind_of(names[269])) == ("timber wolf", None)  # its name says "wolf" already
+    assert [kind_of(n) for n in ("malinois", "tabby", "sorrel", "drake", "goldfish", "gorilla")] == [
+        "dog", "cat", "horse", "bird", "fish", "ape"
+    ]  # fmt: skip
+    assert kind_of("crane") is None  # ImageNet's "crane" is a bird and a machine
+    assert kind_of("Persian cat") is None and kind_of("pizza") is None
+    seen = [("malinois", 0.5), ("dogsled", 0.2), ("Labrador retriever", 0.1)]
+    answer = describe("what animal is the man playing with?", NamedEvidence((0.0, 8.0), seen=seen))
+    assert answer.startswith("It looks like a dog (a malinois; I also see a dogsled and a Labrador retriever)")
+    answer = describe("what is on the table?", NamedEvidence((0.0, 8.0), seen=[("pizza", 0.5)]))
+    assert answer.startswith("It looks like a pizza, ")
+
+
+def test_colour_or_black_and_white_is_answered_from_how_grey_the_frames_are() -> None:
+    from types import SimpleNamespace
+
+    from damo_cli.encoders.colours import colour_shares
+    from damo_cli.pipeline.evidence import NamedEvidence, _coloured_share, describe, is_colour_question
+
+    rng = np.random.default_rng(0)
+    grey = np.repeat(rng.integers(0, 256, (120, 160, 1), dtype=np.uint8), 3, axis=2)  # every shade of grey
+    grey = np.clip(grey.astype(int) + rng.integers(-6, 7, grey.shape), 0, 255).astype(np.uint8)  # codec noise
+    warm = np.zeros((120, 160, 3), dtype=np.uint8)
+    warm[:, :80] = (200, 60, 40)  # red
+    warm[:, 80:] = (60, 160, 60)  # green
+    question = "is the film in colour or black and white?"
+    assert is_colour_question(question)  # ...but not about a thing's colour:
+    answers = []
+    for frame in (grey, warm):
+        shares = np.array([colour_shares(frame)] * 3)
+        frames = SimpleNamespace(colour_times=np.array([0.0, 1.0, 2.0]), colour_shares=shares)
+        evidence = NamedEvidence((0.0, 3.0), colours=["red", "green"], coloured=_coloured_share(frames, 0.0, 3.0))
+        answers.append(describe(question, evidence))
+    assert answers[0].startswith("It is in black and white (0 % of the pixels have a colour)")
+    assert answers[1].startswith("It is in colour (100 % of the pixels have a colour; mostly red and green)")
+
+
+def test_a_long_videos_phase_models_are_let_go_and_come_back_the_same(monkeypatch) -> None:
+    # A long video frees the frame encoder before its sound is encoded and the OCR reader when its pass is done
+    # (features.RELEASE_AFTER_SECONDS); the next video loads them again and reads the same.
+    import threading
+
+    import torch
+
+    from damo_cli.cards import load_card
+    from damo_cli.model.config import DamoConfig
+    from damo_cli.pipeline import features as features_module
+
+    card = load_card("damo-tiny")
+    extractor = features_module.FeatureExtractor(card, DamoConfig.from_card(card), named_evidence=True)
+    kept = extractor._compute(EXAMPLE_VIDEO, "kept")
+    text_kept, colours_kept = extractor._look_then_release(EXAMPLE_VIDEO, kept.duration, threading.Event())
+    assert extractor._visual is not None and extractor._ocr is not None  # a short video keeps them
+    monkeypatch.setattr(features_module, "RELEASE_AFTER_SECONDS", 0.0)
+    released = extractor._compute(EXAMPLE_VIDEO, "released")
+    assert extractor._visual is None
+    text, colours = extractor._look_then_release(EXAMPLE_VIDEO, released.duration, threading.Event())
+    assert extractor._ocr is None
+    again = extractor._compute(EXAMPLE_VIDEO, "again")  # loaded again
+    assert torch.equal(kept.visual_global, again.visual_global) and torch.equal(kept.class_index, again.class_index)
+    assert torch.equal(kept.audio_bins, released.audio_bins)
+    assert [t.text for t in text] == [t.text for t in text_kept] and any("QUARTERLY" in t.text for t in text)
+    assert colours == colours_kept

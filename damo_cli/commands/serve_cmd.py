@@ -53,6 +53,7 @@ def serve(
     with console.status("loading the model"):
         session = load(model, device)
         session.analyser  # noqa: B018 - loaded now, so the first question does not wait for it
+        session.text.load()  # (the text encoder loads on first use otherwise)
 
     def log(line: str) -> None:
         typer.echo(f"damo serve: {line}", err=True)

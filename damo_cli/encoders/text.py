@@ -10,6 +10,7 @@ made, or on a GPU, transformers runs the model. `tests/test_backbones.py` checks
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,23 @@ class TextEncoder:
         self.dim = int(backbone.param("feature_dim"))
         self.fingerprint = weights.sha256[:16]
         self.device = device
+        self._sha256 = weights.sha256
+        self._loaded = False
+        self._load_lock = threading.Lock()
         self.model: Any = None
-        self._session: Any = _onnx_session(self.folder, weights.sha256) if device == "cpu" else None
+        self._session: Any = None
+
+    def load(self) -> TextEncoder:
+        """The network, loaded on first use: `damo index` needs it only for the words a video gave, after its frames
+        and sound are encoded, so a process indexing one long video does not hold its ~120 MB beside the frame and
+        sound models (and a cached class table never loads it)."""
+        with self._load_lock:  # `damo serve`'s threads: one load
+            if not self._loaded:
+                self._open()
+        return self
+
+    def _open(self) -> None:
+        self._session = _onnx_session(self.folder, self._sha256) if self.device == "cpu" else None
         if self._session is not None:
             from tokenizers import Tokenizer
 
@@ -44,16 +60,19 @@ class TextEncoder:
             self._fast.enable_truncation(self.max_length)
             self._fast.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest in the batch, as transformers
         else:
-            self.tokenizer, self.model = _load_transformers(self.folder, device)
+            self.tokenizer, self.model = _load_transformers(self.folder, self.device)
+        self._loaded = True
 
     @property
     def runtime(self) -> str:
+        self.load()
         return "onnxruntime" if self._session is not None else "transformers"
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Sentences -> (N, 384) float32, unit norm (so a dot product is a cosine)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        self.load()
         encode = self._encode_onnx if self._session is not None else self._encode_transformers
         out = [encode(texts[start : start + batch_size]) for start in range(0, len(texts), batch_size)]
         return np.concatenate(out).astype(np.float32, copy=False)
