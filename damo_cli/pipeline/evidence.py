@@ -299,7 +299,7 @@ def _coloured_share(analysis: VideoAnalysis, start: float, end: float) -> float 
     inside = (times >= start) & (times < end)
     shares = analysis.colour_shares[inside] if inside.any() else analysis.colour_shares
     neutral = [COLOUR_NAMES.index(name) for name in ("black", "grey", "white")]
-    return float(1.0 - shares[:, neutral].sum(1).mean())
+    return float(np.clip(1.0 - shares[:, neutral].sum(1).mean(), 0.0, 1.0))  # shares sum to 1 within rounding
 
 
 def _mean_classes(analysis: VideoAnalysis, start: float, end: float, classes: int = 1000) -> np.ndarray | None:
