@@ -66,11 +66,11 @@ from damo_cli.paths import cache_dir
 FORMAT_VERSION = 2  # 2: decoded piece by piece, transcript lines cut at pauses with word probabilities
 TOP_CLASSES = 10
 FRAME_PIECE_SECONDS = 60.0
-AUDIO_PIECE_SECONDS = 600.0
+AUDIO_PIECE_SECONDS = 600.0  # a multiple of Whisper's 30 s window, so audio windows sit on one grid from 0 s
 # A video at least this long frees each phase's models as the phase ends (the frame encoder before the sound is
 # encoded, the OCR reader when its pass is done): reloading them for a next video costs ~1 s, well under 1 % of
 # indexing such a video, and a 30-min index peaked ~150 MB lower without them beside Whisper.
-RELEASE_AFTER_SECONDS = 600.0  # a multiple of Whisper's 30 s window, so audio windows sit on one grid from 0 s
+RELEASE_AFTER_SECONDS = 600.0
 UTTERANCE_PAUSE_SECONDS = 1.0  # a transcript line ends where the speaker stops this long (search returns lines)
 
 
