@@ -66,6 +66,10 @@ from damo_cli.paths import cache_dir
 FORMAT_VERSION = 2  # 2: decoded piece by piece, transcript lines cut at pauses with word probabilities
 TOP_CLASSES = 10
 FRAME_PIECE_SECONDS = 60.0
+# Frames through the frame encoder at once on a CPU (a multiple of its batch of 8, so the same batches run and the
+# features are bit-identical): a minute's 120 frames at once held their feature maps two and three times over; on
+# the bench's 30-min file a minute's encode peaked +129-155 MB that way and +108-129 MB 32 frames at a time.
+FRAME_ENCODE_CHUNK = 32
 AUDIO_PIECE_SECONDS = 600.0  # a multiple of Whisper's 30 s window, so audio windows sit on one grid from 0 s
 # A video at least this long frees each phase's models as the phase ends (the frame encoder before the sound is
 # encoded, the OCR reader when its pass is done): reloading them for a next video costs ~1 s, well under 1 % of
@@ -362,18 +366,22 @@ class FeatureExtractor:
                 keep[1:] = piece_times[1:] > piece_times[:-1]  # sampling rate) is kept once
                 keep &= piece_times > last
                 if bool(keep.any()):
-                    encoded = self.visual.encode(batch.frames[keep.numpy()])
-                    probs_p, probs_i = encoded.class_probs.topk(TOP_CLASSES, dim=-1)
-                    grid, pool = config.visual_grid, config.visual_pool_grid
-                    maps = encoded.local.reshape(int(keep.sum()), grid, grid, -1).permute(0, 3, 1, 2)
-                    pooled = torch.nn.functional.adaptive_avg_pool2d(maps, pool).flatten(2).transpose(1, 2)
+                    frames = batch.frames[keep.numpy()]
+                    chunk = FRAME_ENCODE_CHUNK if self.device == "cpu" else len(frames)
+                    for first in range(0, len(frames), chunk):  # a few frames' maps at a time, not a minute's
+                        encoded = self.visual.encode(frames[first : first + chunk])
+                        probs_p, probs_i = encoded.class_probs.topk(TOP_CLASSES, dim=-1)
+                        grid, pool = config.visual_grid, config.visual_pool_grid
+                        maps = encoded.local.reshape(len(probs_i), grid, grid, -1).permute(0, 3, 1, 2)
+                        pooled = torch.nn.functional.adaptive_avg_pool2d(maps, pool).flatten(2).transpose(1, 2)
+                        globals_.append(encoded.global_.half())
+                        locals_.append(pooled.half())
+                        top_i.append(probs_i.int())
+                        top_p.append(probs_p.half())
+                        if getattr(encoded, "image_embeds", None) is not None:
+                            embeds.append(encoded.image_embeds.half())
+                        del encoded, maps, pooled
                     times.append(piece_times[keep])
-                    globals_.append(encoded.global_.half())
-                    locals_.append(pooled.half())
-                    top_i.append(probs_i.int())
-                    top_p.append(probs_p.half())
-                    if getattr(encoded, "image_embeds", None) is not None:
-                        embeds.append(encoded.image_embeds.half())
                     last = float(piece_times[keep][-1])
                 self.timings["visual"] += time.perf_counter() - started
                 del batch
