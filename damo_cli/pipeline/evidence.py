@@ -15,7 +15,9 @@ what else is seen when nothing fits, so a question is never answered with a time
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -142,21 +144,20 @@ KINDS: dict[str, tuple[range, ...]] = {
 def kind_of(name: str) -> str | None:
     """'malinois' -> 'dog'; None for a class that is no animal above, or whose name already says its kind
     ("Persian cat", "brown bear")."""
-    return _KIND_BY_NAME.get(name)
+    return _kinds_by_name().get(name)
 
 
+@cache
 def _kinds_by_name() -> dict[str, str]:
+    """Built on the first open question, not when `ask` is imported."""
     names = imagenet_class_names()
-    twice = {name for name in names if names.count(name) > 1}  # "crane": the bird and the machine
+    twice = {name for name, count in Counter(names).items() if count > 1}  # "crane": the bird and the machine
     by_name = {}
     for kind, ranges in KINDS.items():
         for index in (i for r in ranges for i in r):
             if names[index] not in twice and not re.search(rf"\b{kind}", names[index], re.IGNORECASE):
                 by_name[names[index]] = kind
     return by_name
-
-
-_KIND_BY_NAME = _kinds_by_name()
 
 
 @dataclass
@@ -283,21 +284,24 @@ def thing_colours(
     return ThingColours(phrase, imagenet_class_names()[chosen], colours) if colours else None
 
 
-def _colours(analysis: VideoAnalysis, start: float, end: float) -> list[str]:
-    times = analysis.colour_times
-    if len(times) == 0:
-        return []
-    inside = (times >= start) & (times < end)
-    shares = analysis.colour_shares[inside] if inside.any() else analysis.colour_shares
-    return main_colours(shares.mean(0))
-
-
-def _coloured_share(analysis: VideoAnalysis, start: float, end: float) -> float | None:
+def _colour_samples(analysis: VideoAnalysis, start: float, end: float) -> np.ndarray | None:
+    """(C, 11) colour shares of the frames sampled in [start, end) (all of them when none is); None without any."""
     times = analysis.colour_times
     if len(times) == 0:
         return None
     inside = (times >= start) & (times < end)
-    shares = analysis.colour_shares[inside] if inside.any() else analysis.colour_shares
+    return analysis.colour_shares[inside] if inside.any() else analysis.colour_shares
+
+
+def _colours(analysis: VideoAnalysis, start: float, end: float) -> list[str]:
+    shares = _colour_samples(analysis, start, end)
+    return main_colours(shares.mean(0)) if shares is not None else []
+
+
+def _coloured_share(analysis: VideoAnalysis, start: float, end: float) -> float | None:
+    shares = _colour_samples(analysis, start, end)
+    if shares is None:
+        return None
     neutral = [COLOUR_NAMES.index(name) for name in ("black", "grey", "white")]
     return float(np.clip(1.0 - shares[:, neutral].sum(1).mean(), 0.0, 1.0))  # shares sum to 1 within rounding
 

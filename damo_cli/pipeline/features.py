@@ -368,10 +368,10 @@ class FeatureExtractor:
                 if bool(keep.any()):
                     frames = batch.frames[keep.numpy()]
                     chunk = FRAME_ENCODE_CHUNK if self.device == "cpu" else len(frames)
+                    grid, pool = config.visual_grid, config.visual_pool_grid
                     for first in range(0, len(frames), chunk):  # a few frames' maps at a time, not a minute's
                         encoded = self.visual.encode(frames[first : first + chunk])
                         probs_p, probs_i = encoded.class_probs.topk(TOP_CLASSES, dim=-1)
-                        grid, pool = config.visual_grid, config.visual_pool_grid
                         maps = encoded.local.reshape(len(probs_i), grid, grid, -1).permute(0, 3, 1, 2)
                         pooled = torch.nn.functional.adaptive_avg_pool2d(maps, pool).flatten(2).transpose(1, 2)
                         globals_.append(encoded.global_.half())
